@@ -1,0 +1,38 @@
+"""deepnum-fem: DOLFINx finite-element solvers and PyTorch networks as one differentiable program."""
+
+from __future__ import annotations
+
+import importlib.util as _ilu
+
+# The PyPI DOLFINx wheel must configure its bundled PETSc/MPI before dolfinx or petsc4py load.
+if _ilu.find_spec("dolfinx_solver") is not None:
+    import dolfinx_solver  # noqa: F401
+
+from deepnum_fem import parallel
+from deepnum_fem._threads import limit_torch_threads_under_mpi
+from deepnum_fem.convert import from_torch, to_torch
+from deepnum_fem.errors import (
+    DeepnumFemError,
+    DeviceError,
+    DTypeError,
+    NonFiniteError,
+    ShapeError,
+    SolverError,
+)
+
+__version__ = "0.1.0.dev0"
+
+limit_torch_threads_under_mpi()
+
+__all__ = [
+    "DeepnumFemError",
+    "DTypeError",
+    "DeviceError",
+    "NonFiniteError",
+    "ShapeError",
+    "SolverError",
+    "__version__",
+    "from_torch",
+    "parallel",
+    "to_torch",
+]

@@ -1,0 +1,84 @@
+"""The ``deepnum-fem`` command: ``info`` (versions and capabilities) and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import runpy
+import sys
+from pathlib import Path
+
+
+def _info_lines() -> list[str]:
+    from mpi4py import MPI
+    from petsc4py import PETSc
+
+    import dolfinx
+    import numpy as np
+    import torch
+
+    import deepnum_fem
+
+    comm = MPI.COMM_WORLD
+    major, minor, sub = PETSc.Sys.getVersion()
+    scalar = np.dtype(PETSc.ScalarType).name
+    solvers = {name: _has_solver_package(name) for name in ("mumps", "superlu_dist", "hypre")}
+    if torch.cuda.is_available():
+        cuda = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    else:
+        cuda = "none seen"
+    mpi_lib = MPI.Get_library_version().strip().splitlines()[0]
+    return [
+        f"deepnum-fem  {deepnum_fem.__version__}",
+        f"python       {sys.version.split()[0]} ({sys.executable})",
+        f"DOLFINx      {dolfinx.__version__}",
+        f"PETSc        {major}.{minor}.{sub}, scalar {scalar}; "
+        + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in solvers.items()),
+        f"torch        {torch.__version__}, threads/rank {torch.get_num_threads()}, CUDA devices: {cuda}",
+        f"MPI          {mpi_lib}",
+        f"ranks        {comm.size}",
+    ]
+
+
+def _has_solver_package(name: str) -> bool:
+    """Whether PETSc was built with the external solver package ``name``."""
+    from petsc4py import PETSc
+
+    return bool(PETSc.Sys.hasExternalPackage(name))
+
+
+def info() -> int:
+    from mpi4py import MPI
+
+    lines = _info_lines()
+    if MPI.COMM_WORLD.rank == 0:
+        print("\n".join(lines), flush=True)
+    return 0
+
+
+def demo(argv: list[str]) -> int:
+    """Run the quick-start demo from a source checkout."""
+    script = Path(__file__).resolve().parents[1] / "demos" / "quickstart.py"
+    if not script.exists():
+        print(f"demo script not found at {script}; run demos from a source checkout", file=sys.stderr)
+        return 2
+    sys.argv = [str(script), *argv]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="deepnum-fem", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="versions of deepnum-fem, DOLFINx, PETSc, torch, MPI")
+    d = sub.add_parser("demo", help="run the quick-start demo (extra arguments go to the demo)")
+    d.add_argument("args", nargs=argparse.REMAINDER)
+    ns = parser.parse_args(argv)
+    if ns.command == "info":
+        import deepnum_fem  # noqa: F401  (dolfinx_solver before petsc4py)
+
+        return info()
+    return demo(ns.args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

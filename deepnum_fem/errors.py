@@ -1,0 +1,27 @@
+"""Exceptions raised by deepnum-fem; all derive from :class:`DeepnumFemError`."""
+
+from __future__ import annotations
+
+
+class DeepnumFemError(RuntimeError):
+    """Base class of every error deepnum-fem raises on purpose."""
+
+
+class ShapeError(DeepnumFemError, ValueError):
+    """A tensor has the wrong shape for the space or operator it is given to."""
+
+
+class DTypeError(DeepnumFemError, TypeError):
+    """A tensor has a dtype that cannot be used here."""
+
+
+class DeviceError(DeepnumFemError, ValueError):
+    """A tensor lives on a device that cannot be used here."""
+
+
+class NonFiniteError(DeepnumFemError, FloatingPointError):
+    """NaN or Inf where finite values are required."""
+
+
+class SolverError(DeepnumFemError):
+    """A PETSc linear or nonlinear solve did not converge."""

@@ -1,0 +1,157 @@
+"""Autograd-aware MPI reductions and the data-parallel helpers for torch modules.
+
+Conventions (see DESIGN.md, "MPI rules"):
+
+* A *distributed* tensor holds this rank's owned dofs; a *replicated* tensor (a network
+  parameter, a Constant's value) is identical on every rank.
+* :func:`sum` turns per-rank partial values into the global value on every rank. Its
+  backward hands each rank the cotangent of the global value unchanged, so after
+  ``loss.backward()`` a replicated leaf's ``.grad`` holds this rank's *share*;
+  :func:`allreduce_gradients` adds the shares, as DDP does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from mpi4py import MPI
+
+import numpy as np
+import torch
+
+from deepnum_fem.errors import DeepnumFemError
+
+__all__ = [
+    "allreduce_gradients",
+    "broadcast_parameters",
+    "check_parameters_identical",
+    "mean",
+    "raise_on_any_rank",
+    "sum",
+]
+
+
+def raise_on_any_rank(error: BaseException | None, comm: MPI.Comm = MPI.COMM_WORLD) -> None:
+    """Raise on every rank if ``error`` is set on any rank (a collective call).
+
+    Each rank passes the exception it would raise, or ``None``. When at least one rank has
+    one, all ranks raise: the rank that found the problem raises its own exception, the
+    others raise one of the same type that names the failing rank and repeats its message.
+    One small allreduce when nothing failed.
+    """
+    if comm.size == 1:
+        if error is not None:
+            raise error
+        return
+    failed = comm.allreduce(int(error is not None), op=MPI.MAX)
+    if not failed:
+        return
+    reports = comm.allgather(None if error is None else (type(error), str(error)))
+    if error is not None:
+        raise error
+    rank, (kind, message) = next((r, rep) for r, rep in enumerate(reports) if rep is not None)
+    try:
+        remote = kind(f"[rank {rank}] {message}")
+    except Exception:  # an exception type whose constructor takes other arguments
+        remote = DeepnumFemError(f"[rank {rank}] {kind.__name__}: {message}")
+    raise remote
+
+
+class _AllreduceSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, comm: MPI.Comm) -> torch.Tensor:
+        local = x.detach().to("cpu", torch.float64).contiguous().numpy()
+        total = np.empty_like(local)
+        comm.Allreduce(local, total, op=MPI.SUM)
+        return torch.from_numpy(total).to(device=x.device, dtype=x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        # The global value is one quantity seen identically by every rank: its cotangent is
+        # the same everywhere, and d(sum)/d(x_r) is the identity.
+        return grad, None
+
+
+def sum(x: torch.Tensor, comm: MPI.Comm = MPI.COMM_WORLD) -> torch.Tensor:  # noqa: A001
+    """Global sum over ranks of ``x`` (any shape), differentiable, identical on every rank.
+
+    Every rank must call it (it is collective) with a tensor of the same shape. Call it on
+    a local loss built from an op's output even when this rank holds no data for the loss
+    (``u_t[empty_index].sum()``): then this rank's graph still reaches the FEM op, whose
+    backward is collective too.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"dnf.parallel.sum expects a torch.Tensor, got {type(x).__name__}")
+    shapes = comm.allgather(tuple(x.shape))
+    if any(s != shapes[0] for s in shapes):
+        raise DeepnumFemError(f"dnf.parallel.sum needs the same shape on every rank, got {shapes}")
+    if comm.size == 1:
+        return x.clone() if x.requires_grad else x.detach().clone()
+    return _AllreduceSum.apply(x, comm)
+
+
+def mean(x: torch.Tensor, comm: MPI.Comm = MPI.COMM_WORLD) -> torch.Tensor:
+    """Mean over all entries of the distributed tensor ``x`` (rank-local pieces of any length)."""
+    count = comm.allreduce(x.numel(), op=MPI.SUM)
+    if count == 0:
+        raise DeepnumFemError("dnf.parallel.mean of a tensor that is empty on every rank")
+    return sum(x.sum(), comm) / count
+
+
+def broadcast_parameters(module: torch.nn.Module, root: int = 0,
+                         comm: MPI.Comm = MPI.COMM_WORLD) -> None:
+    """Overwrite the parameters and buffers of ``module`` with those of rank ``root``."""
+    with torch.no_grad():
+        for t in _state_tensors(module):
+            data = comm.bcast(t.detach().cpu().numpy() if comm.rank == root else None, root=root)
+            t.copy_(torch.from_numpy(data))
+
+
+def check_parameters_identical(module: torch.nn.Module, comm: MPI.Comm = MPI.COMM_WORLD) -> None:
+    """Raise on every rank if the parameters of ``module`` differ between ranks."""
+    error = None
+    for name, t in module.state_dict().items():
+        local = np.ascontiguousarray(t.detach().cpu().to(torch.float64).numpy())
+        hi = np.empty_like(local)
+        lo = np.empty_like(local)
+        comm.Allreduce(local, hi, op=MPI.MAX)
+        comm.Allreduce(local, lo, op=MPI.MIN)
+        if error is None and not np.array_equal(hi, lo):
+            error = DeepnumFemError(
+                f"parameter {name!r} differs between ranks (max spread "
+                f"{np.max(hi - lo):.3e}); call dnf.parallel.broadcast_parameters(model) first")
+    raise_on_any_rank(error, comm)
+
+
+def allreduce_gradients(module_or_params: torch.nn.Module | Iterable[torch.Tensor],
+                        comm: MPI.Comm = MPI.COMM_WORLD) -> None:
+    """Sum the ranks' shares of ``.grad`` in place, before ``optimizer.step()``.
+
+    A parameter with no gradient on some rank counts as zero there; all ranks end with the
+    same ``.grad`` for every parameter that has one on any rank.
+    """
+    params = (list(module_or_params.parameters()) if isinstance(module_or_params, torch.nn.Module)
+              else list(module_or_params))
+    if comm.size == 1:
+        return
+    has = np.array([p.grad is not None for p in params], dtype=np.int32)
+    any_has = np.empty_like(has)
+    comm.Allreduce(has, any_has, op=MPI.MAX)
+    flat = [p for p, h in zip(params, any_has, strict=True) if h]
+    if not flat:
+        return
+    local = np.concatenate([
+        (p.grad.detach().cpu().to(torch.float64).reshape(-1).numpy() if p.grad is not None
+         else np.zeros(p.numel())) for p in flat])
+    total = np.empty_like(local)
+    comm.Allreduce(local, total, op=MPI.SUM)
+    offset = 0
+    for p in flat:
+        n = p.numel()
+        g = torch.from_numpy(total[offset:offset + n].copy()).reshape(p.shape)
+        p.grad = g.to(device=p.device, dtype=p.dtype)
+        offset += n
+
+
+def _state_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [*module.parameters(), *module.buffers()]
