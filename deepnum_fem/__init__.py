@@ -19,6 +19,9 @@ from deepnum_fem.errors import (
     ShapeError,
     SolverError,
 )
+from deepnum_fem.ops.fem_operator import FemOperator, fem_operator
+from deepnum_fem.ops.functional import Functional, functional
+from deepnum_fem.verification import TaylorResult, taylor_test
 
 __version__ = "0.1.0.dev0"
 
@@ -26,13 +29,19 @@ limit_torch_threads_under_mpi()
 
 __all__ = [
     "DeepnumFemError",
+    "FemOperator",
+    "Functional",
+    "TaylorResult",
     "DTypeError",
     "DeviceError",
     "NonFiniteError",
     "ShapeError",
     "SolverError",
     "__version__",
+    "fem_operator",
     "from_torch",
+    "functional",
     "parallel",
+    "taylor_test",
     "to_torch",
 ]

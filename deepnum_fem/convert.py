@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import dolfinx.fem
 import numpy as np
 import torch
-
-import dolfinx.fem
 
 from deepnum_fem.errors import DeviceError, DTypeError, ShapeError
 from deepnum_fem.parallel import raise_on_any_rank
@@ -87,6 +86,5 @@ def from_torch(t: torch.Tensor, u: dolfinx.fem.Function) -> dolfinx.fem.Function
 
 
 def _describe(u: dolfinx.fem.Function) -> str:
-    V = u.function_space
-    e = V.ufl_element()
-    return f"Function {u.name!r} in a {e.basix_element.family.name} degree-{e.degree} space of block size {V.dofmap.index_map_bs}"
+    e = u.function_space.ufl_element()
+    return f"Function {u.name!r} in {e}"

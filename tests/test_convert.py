@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from mpi4py import MPI
 
-import numpy as np
-import pytest
-import torch
-
 import dolfinx
 import dolfinx.fem
 import dolfinx.mesh
+import numpy as np
+import pytest
+import torch
 
 import deepnum_fem as dnf
 

@@ -1,0 +1,254 @@
+"""Forward and adjoint solves of a residual ``F(u; m) = 0`` with PETSc (no torch here)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from petsc4py import PETSc
+
+import dolfinx.fem
+import dolfinx.fem.petsc
+import numpy as np
+import ufl
+
+from deepnum_fem.convert import n_owned, owned_array
+from deepnum_fem.errors import DeepnumFemError, SolverError
+from deepnum_fem.fem.controls import Control
+from deepnum_fem.fem.forms import depends_on
+
+_DEFAULT_LINEAR = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
+_DEFAULT_NEWTON = {"snes_type": "newtonls", "snes_linesearch_type": "none",
+                   "snes_rtol": 1e-10, "snes_atol": 1e-12, "snes_max_it": 50, **_DEFAULT_LINEAR}
+_prefix_counter = itertools.count()
+
+
+def _ksp_options(options: dict) -> dict:
+    """The linear-solver part of a PETSc options dict (for the adjoint of a Newton solve)."""
+    return {k: v for k, v in options.items() if k.split("_")[0] in ("ksp", "pc", "mat")}
+
+
+def _set_options(prefix: str, options: dict) -> None:
+    db = PETSc.Options()
+    for k, v in options.items():
+        db[f"{prefix}{k}"] = v
+
+
+class AdjointProblem:
+    """A residual ``F(u; m) = 0`` that can be solved for ``u`` and differentiated in ``m``.
+
+    Linear problems (``dF/du`` independent of ``u``) are solved with one Krylov solve;
+    nonlinear ones with PETSc SNES (DOLFINx ``NonlinearProblem``). The adjoint
+    ``(dF/du)^T lam = g`` reuses the forward factorisation when the operator is unchanged
+    since the forward solve, and the operator is assembled only once when it depends on no
+    control.
+    """
+
+    def __init__(self, F: ufl.Form, u: dolfinx.fem.Function, controls: Sequence, *,
+                 bcs: Sequence[dolfinx.fem.DirichletBC] = (), petsc_options: dict | None = None,
+                 adjoint_petsc_options: dict | None = None, linear: bool | None = None,
+                 symmetric: bool | None = None, petsc_options_prefix: str | None = None,
+                 jit_options: dict | None = None, form_compiler_options: dict | None = None):
+        self.u = u
+        self.V = u.function_space
+        self.bcs = list(bcs)
+        self.comm = self.V.mesh.comm
+        opts = {"jit_options": jit_options, "form_compiler_options": form_compiler_options}
+        _check_controls(F, u, controls, self.bcs)
+
+        J = ufl.derivative(F, u, ufl.TrialFunction(self.V))
+        self.linear = (not depends_on(J, [u])) if linear is None else bool(linear)
+        self.symmetric = symmetric
+        self._operator_fixed = self.linear and not depends_on(J, controls)
+        self._J_constants = [c for c in ufl.algorithms.analysis.extract_constants(J)
+                             if c not in controls]
+        self._J_constant_values: list[np.ndarray] | None = None
+
+        prefix = petsc_options_prefix or f"dnf_op{next(_prefix_counter)}_"
+        self.prefix = prefix
+        user = dict(petsc_options or {})
+        self.petsc_options = {**(_DEFAULT_LINEAR if self.linear else _DEFAULT_NEWTON), **user}
+        self.adjoint_petsc_options = (dict(adjoint_petsc_options) if adjoint_petsc_options is not None
+                                      else {**_DEFAULT_LINEAR, **_ksp_options(user)})
+
+        self.F = dolfinx.fem.form(F, **opts)
+        self.J = dolfinx.fem.form(J, **opts)
+        self.A = dolfinx.fem.petsc.create_matrix(self.J)
+        self.b = dolfinx.fem.petsc.create_vector(self.V)
+        self.x = dolfinx.fem.petsc.create_vector(self.V)
+        self.lam = dolfinx.fem.Function(self.V, name="adjoint")
+        self.controls = [Control(m, F, self.lam, **opts) for m in controls]
+
+        if self.linear:
+            self.ksp = self._make_ksp(self.A, prefix, self.petsc_options)
+            self.adj_ksp = self.ksp
+            self._newton = None
+        else:
+            self._newton = dolfinx.fem.petsc.NonlinearProblem(
+                F, u, bcs=self.bcs, J=J, petsc_options_prefix=prefix,
+                petsc_options=self.petsc_options, **opts)
+            self.adj_A = dolfinx.fem.petsc.create_matrix(self.J)
+            self.adj_ksp = self._make_ksp(self.adj_A, f"{prefix}adjoint_", self.adjoint_petsc_options)
+        self._assembled_for: object | None = None   # token of the state the operator belongs to
+        self._bc_mask = self._make_bc_mask()
+
+    # -- construction helpers -----------------------------------------------------------
+    def _make_ksp(self, A: PETSc.Mat, prefix: str, options: dict) -> PETSc.KSP:
+        ksp = PETSc.KSP().create(self.comm)
+        ksp.setOperators(A)
+        ksp.setOptionsPrefix(prefix)
+        _set_options(prefix, options)
+        ksp.setFromOptions()
+        return ksp
+
+    def _make_bc_mask(self) -> np.ndarray:
+        mask = np.ones(n_owned(self.u))
+        full = np.ones_like(self.u.x.array)
+        for bc in self.bcs:
+            bc.set(full, alpha=0.0)
+        mask[:] = full[: mask.size]
+        return mask
+
+    # -- forward ------------------------------------------------------------------------
+    def solve(self, token: object) -> np.ndarray:
+        """Solve for ``u`` with the controls' current values; return owned ``u`` (a copy).
+
+        ``token`` names this state: a later :meth:`solve_adjoint` with the same token may
+        reuse the operator assembled here.
+        """
+        if self.linear:
+            self._solve_linear()
+        else:
+            self._solve_newton()
+        self._assembled_for = token
+        return owned_array(self.u).copy()
+
+    def _assemble_operator(self, A: PETSc.Mat) -> None:
+        A.zeroEntries()
+        dolfinx.fem.petsc.assemble_matrix(A, self.J, bcs=self.bcs)
+        A.assemble()
+        if self.symmetric is None:
+            self.symmetric = bool(A.isSymmetric(1e-10 * max(A.norm(), 1e-300)))
+
+    def _operator_is_current(self) -> bool:
+        values = [np.array(c.value, copy=True) for c in self._J_constants]
+        same = self._J_constant_values is not None and all(
+            np.array_equal(a, b) for a, b in zip(values, self._J_constant_values, strict=True))
+        self._J_constant_values = values
+        return same
+
+    def _solve_linear(self) -> None:
+        if not (self._operator_fixed and self._operator_is_current()):
+            self._assemble_operator(self.A)
+            self.ksp.setOperators(self.A)
+        self.u.x.array[:] = 0.0
+        self._assemble_residual()
+        self.ksp.solve(self.b, self.x)
+        self._check_ksp(self.ksp, "forward linear solve")
+        owned_array(self.u)[:] = -self.x.getArray(readonly=True)
+        self.u.x.scatter_forward()
+
+    def _assemble_residual(self) -> None:
+        """b = F(u) with Dirichlet rows u - g, as DOLFINx's Newton solver builds it."""
+        x0 = self.u.x.petsc_vec
+        with self.b.localForm() as local:
+            local.set(0.0)
+        dolfinx.fem.petsc.assemble_vector(self.b, self.F)
+        dolfinx.fem.petsc.apply_lifting(self.b, [self.J], bcs=[self.bcs], x0=[x0], alpha=-1.0)
+        self.b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        dolfinx.fem.petsc.set_bc(self.b, self.bcs, x0=x0, alpha=-1.0)
+
+    def _solve_newton(self) -> None:
+        if not np.all(np.isfinite(self.u.x.array)):
+            self.u.x.array[:] = 0.0   # a failed earlier solve must not poison the next guess
+        self._newton.solve()
+        snes = self._newton.solver
+        reason = snes.getConvergedReason()
+        if reason <= 0:
+            its, fnorm = snes.getIterationNumber(), snes.getFunctionNorm()
+            ksp_reason = snes.getKSP().getConvergedReason()
+            self.u.x.array[:] = 0.0
+            raise SolverError(
+                f"Newton solve ({self.prefix}) did not converge: SNES reason {_reason_name(reason, PETSc.SNES)}"
+                f" after {its} iterations, residual norm {fnorm:.3e}; last linear solve "
+                f"{_reason_name(ksp_reason, PETSc.KSP)}. Try a line search "
+                "('snes_linesearch_type': 'bt'), a better initial guess or smaller steps.")
+
+    # -- adjoint ------------------------------------------------------------------------
+    def solve_adjoint(self, rhs: np.ndarray, token: object) -> None:
+        """Solve ``(dF/du)^T lam = rhs`` (Dirichlet rows zeroed) at the current state.
+
+        The caller has restored the controls and ``u`` of the state named ``token``.
+        """
+        if self.linear:
+            A, ksp = self.A, self.ksp
+            reuse = self._operator_fixed or self._assembled_for is token
+            if not reuse:
+                self._assemble_operator(A)
+                ksp.setOperators(A)
+        else:
+            A, ksp = self.adj_A, self.adj_ksp
+            if getattr(self, "_adj_assembled_for", None) is not token:
+                self._assemble_operator(A)
+                ksp.setOperators(A)
+                self._adj_assembled_for = token
+        self._assembled_for = token
+        self.b.getArray()[:] = rhs * self._bc_mask
+        if self.symmetric:
+            ksp.solve(self.b, self.x)
+        else:
+            ksp.solveTranspose(self.b, self.x)
+        self._check_ksp(ksp, "adjoint solve")
+        owned_array(self.lam)[:] = self.x.getArray(readonly=True)
+        self.lam.x.scatter_forward()
+
+    def control_gradients(self, needed: Sequence[bool]) -> list[np.ndarray | None]:
+        """``-(dF/dm)^T lam`` for each control whose gradient is needed."""
+        return [(-c.assemble() if need else None) for c, need in zip(self.controls, needed, strict=True)]
+
+    # -- state ----------------------------------------------------------------------------
+    def set_state(self, control_values: Sequence[np.ndarray], u_owned: np.ndarray | None) -> None:
+        for c, v in zip(self.controls, control_values, strict=True):
+            c.assign(v)
+        if u_owned is not None:
+            owned_array(self.u)[:] = u_owned
+            self.u.x.scatter_forward()
+
+    def _check_ksp(self, ksp: PETSc.KSP, what: str) -> None:
+        reason = ksp.getConvergedReason()
+        if reason < 0:
+            raise SolverError(
+                f"{what} ({ksp.getOptionsPrefix()}) failed: KSP reason {_reason_name(reason, PETSc.KSP)} "
+                f"after {ksp.getIterationNumber()} iterations, residual norm {ksp.getResidualNorm():.3e}")
+
+    def destroy(self) -> None:
+        for obj in (self.A, self.b, self.x, getattr(self, "adj_A", None)):
+            if obj is not None:
+                obj.destroy()
+        self.ksp.destroy() if self.linear else self.adj_ksp.destroy()
+        for c in self.controls:
+            c.destroy()
+
+
+def _reason_name(reason: int, cls) -> str:
+    names = {v: k for k, v in vars(cls.ConvergedReason).items() if isinstance(v, int)}
+    return f"{names.get(reason, 'UNKNOWN')} ({reason})"
+
+
+def _check_controls(F, u, controls, bcs) -> None:
+    present = set(ufl.algorithms.extract_coefficients(F)) | set(
+        ufl.algorithms.analysis.extract_constants(F))
+    for i, m in enumerate(controls):
+        if not isinstance(m, dolfinx.fem.Function | dolfinx.fem.Constant):
+            raise TypeError(f"control {i} must be a dolfinx.fem.Function or Constant, got {type(m).__name__}")
+        if m is u:
+            raise DeepnumFemError("the unknown u cannot also be a control")
+        for bc in bcs:
+            if bc.g is m:
+                raise DeepnumFemError(
+                    f"control {i} is the value of a Dirichlet condition; boundary-value controls "
+                    "are not supported yet: impose the boundary value weakly (Nitsche) in F instead")
+        if m not in present:
+            raise DeepnumFemError(
+                f"control {i} ({getattr(m, 'name', type(m).__name__)}) does not appear in the residual F; "
+                "pass only Functions/Constants that F contains")

@@ -1,0 +1,96 @@
+"""Collective validation of the tensors handed to a torch operation over FEM data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mpi4py import MPI
+
+import numpy as np
+import torch
+
+from deepnum_fem.errors import DeviceError, DTypeError, NonFiniteError, ShapeError
+from deepnum_fem.fem.controls import Control
+from deepnum_fem.parallel import raise_on_any_rank
+
+_REAL = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_inputs(name: str, tensors: Sequence, controls: Sequence[Control],
+                 comm: MPI.Comm) -> int | None:
+    """Check count, type, dtype, device, shape and finiteness on every rank together.
+
+    A tensor has the control's shape, or a leading batch dimension in front of it; all
+    batched tensors share the batch size. Returns the batch size, or None when unbatched.
+    """
+    error: Exception | None = None
+    batch: int | None = None
+    try:
+        if len(tensors) != len(controls):
+            raise TypeError(f"{name} takes {len(controls)} tensor(s), one per control "
+                            f"({', '.join(c.describe() for c in controls)}), got {len(tensors)}")
+        devices = set()
+        for i, (t, c) in enumerate(zip(tensors, controls, strict=True)):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name}: input {i} must be a torch.Tensor, got {type(t).__name__}")
+            if t.dtype not in _REAL:
+                raise DTypeError(f"{name}: input {i} ({c.describe()}) must be a real floating tensor "
+                                 f"(float64 preferred), got dtype {t.dtype}")
+            devices.add(t.device)
+            shape = tuple(t.shape)
+            if shape == c.shape:
+                pass
+            elif len(shape) == len(c.shape) + 1 and shape[1:] == c.shape:
+                if batch is not None and shape[0] != batch:
+                    raise ShapeError(f"{name}: batched inputs disagree on the batch size: "
+                                     f"{batch} and {shape[0]} (input {i})")
+                batch = shape[0]
+            else:
+                raise ShapeError(f"{name}: input {i} ({c.describe()}) must have shape {c.shape} "
+                                 f"or (batch, *{c.shape}), got {shape}")
+            if not bool(torch.isfinite(t.detach()).all()):
+                bad = int((~torch.isfinite(t.detach())).sum())
+                raise NonFiniteError(f"{name}: input {i} ({c.describe()}) holds {bad} NaN/Inf "
+                                     "value(s) on this rank")
+        if len(devices) > 1:
+            raise DeviceError(f"{name}: all inputs must be on one device, got {sorted(map(str, devices))}")
+    except Exception as e:  # noqa: BLE001  (reported collectively below)
+        error = e
+    raise_on_any_rank(error, comm)
+    batches = comm.allgather(batch)
+    if any(b != batches[0] for b in batches):
+        raise_on_any_rank(ShapeError(f"{name}: ranks disagree on the batch size: {batches}"), comm)
+    _check_replicated(name, tensors, controls, comm)
+    return batch
+
+
+def _check_replicated(name, tensors, controls, comm) -> None:
+    """Constants are replicated: their tensors must hold the same values on every rank."""
+    if comm.size == 1:
+        return
+    error = None
+    for i, (t, c) in enumerate(zip(tensors, controls, strict=True)):
+        if not c.is_constant:
+            continue
+        local = np.ascontiguousarray(t.detach().cpu().to(torch.float64).numpy()).reshape(-1)
+        hi, lo = np.empty_like(local), np.empty_like(local)
+        comm.Allreduce(local, hi, op=MPI.MAX)
+        comm.Allreduce(local, lo, op=MPI.MIN)
+        if error is None and not np.array_equal(hi, lo):
+            error = ValueError(f"{name}: input {i} ({c.describe()}) differs between ranks; a "
+                               "Constant's tensor must be identical on every rank")
+    raise_on_any_rank(error, comm)
+
+
+def is_batched(t: torch.Tensor, c: Control) -> bool:
+    return t.dim() == len(c.shape) + 1
+
+
+def host_values(tensors: Sequence[torch.Tensor], controls: Sequence[Control],
+                batch: int | None) -> list[list[np.ndarray]]:
+    """Per-sample float64 host copies: ``values[b][i]`` for sample ``b``, input ``i``."""
+    arrays = [t.detach().to("cpu", torch.float64).numpy() for t in tensors]
+    if batch is None:
+        return [arrays]
+    flags = [is_batched(t, c) for t, c in zip(tensors, controls, strict=True)]
+    return [[a[b] if f else a for a, f in zip(arrays, flags, strict=True)] for b in range(batch)]

@@ -1,0 +1,139 @@
+"""A DOLFINx solve of ``F(u; m) = 0`` as a torch operation with an adjoint backward pass."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dolfinx.fem
+import numpy as np
+import torch
+import ufl
+
+from deepnum_fem.errors import NonFiniteError, ShapeError
+from deepnum_fem.fem.problem import AdjointProblem
+from deepnum_fem.ops._inputs import check_inputs, host_values, is_batched
+from deepnum_fem.parallel import raise_on_any_rank
+
+
+class FemOperator:
+    """Torch operation ``m -> u`` solving ``F(u; m) = 0`` (see :func:`fem_operator`)."""
+
+    def __init__(self, F: ufl.Form, u: dolfinx.fem.Function, *, controls: Sequence = (),
+                 bcs: Sequence[dolfinx.fem.DirichletBC] = (), petsc_options: dict | None = None,
+                 adjoint_petsc_options: dict | None = None, linear: bool | None = None,
+                 symmetric: bool | None = None, petsc_options_prefix: str | None = None,
+                 jit_options: dict | None = None, form_compiler_options: dict | None = None):
+        self.problem = AdjointProblem(
+            F, u, list(controls), bcs=bcs, petsc_options=petsc_options,
+            adjoint_petsc_options=adjoint_petsc_options, linear=linear, symmetric=symmetric,
+            petsc_options_prefix=petsc_options_prefix, jit_options=jit_options,
+            form_compiler_options=form_compiler_options)
+
+    @property
+    def u(self) -> dolfinx.fem.Function:
+        """The state Function; holds the latest forward solution."""
+        return self.problem.u
+
+    @property
+    def linear(self) -> bool:
+        return self.problem.linear
+
+    def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
+        """Solve for the state given one tensor per control.
+
+        Returns:
+            float64 tensor of the owned dofs of ``u``: shape ``(n_owned * bs,)``, or
+            ``(batch, n_owned * bs)`` when inputs carry a leading batch dimension. It lives on
+            the inputs' device.
+        """
+        batch = check_inputs("fem_operator", tensors, self.problem.controls, self.problem.comm)
+        return _FemSolve.apply(self, batch, *tensors)
+
+    def __repr__(self) -> str:
+        kind = "linear" if self.linear else "Newton"
+        return f"FemOperator({kind}, {len(self.problem.controls)} control(s), prefix={self.problem.prefix!r})"
+
+
+def fem_operator(F: ufl.Form, u: dolfinx.fem.Function, *, controls: Sequence = (),
+                 bcs: Sequence[dolfinx.fem.DirichletBC] = (), petsc_options: dict | None = None,
+                 adjoint_petsc_options: dict | None = None, **kwargs) -> FemOperator:
+    """Make the solve of the residual ``F(u; controls) = 0`` a differentiable torch operation.
+
+    Args:
+        F: Residual form, linear or nonlinear in ``u``, with a test function on ``u``'s space.
+        u: The unknown; it holds the latest solution (and the Newton initial guess).
+        controls: Functions (any space) and Constants the operation is differentiable in;
+            each call takes one tensor per control (a Function's owned dofs, a Constant's value).
+        bcs: Dirichlet conditions on ``u``; their values are fixed (not controls).
+        petsc_options: Forward solver options. Linear problems default to MUMPS LU, nonlinear
+            ones to SNES Newton with MUMPS.
+        adjoint_petsc_options: Options of the adjoint solve of a nonlinear problem; default
+            the forward's linear-solver options. Linear problems reuse the forward solver.
+        **kwargs: ``linear`` (force the detection), ``symmetric`` (skip the symmetry check),
+            ``petsc_options_prefix``, ``jit_options``, ``form_compiler_options``.
+
+    Returns:
+        The operation; ``op(*tensors)`` returns the owned dofs of ``u``.
+    """
+    return FemOperator(F, u, controls=controls, bcs=bcs, petsc_options=petsc_options,
+                       adjoint_petsc_options=adjoint_petsc_options, **kwargs)
+
+
+class _FemSolve(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, op: FemOperator, batch: int | None, *tensors: torch.Tensor) -> torch.Tensor:
+        problem = op.problem
+        samples = host_values(tensors, problem.controls, batch)
+        tokens, states = [], []
+        for values in samples:
+            token = object()
+            problem.set_state(values, None)
+            states.append(problem.solve(token))
+            tokens.append(token)
+        out = np.stack(states) if batch is not None else states[0]
+        device = tensors[0].device if tensors else torch.device("cpu")
+        result = torch.from_numpy(out).to(device)
+        ctx.op, ctx.batch, ctx.tokens = op, batch, tokens
+        ctx.save_for_backward(*tensors, result)
+        return result
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_u: torch.Tensor):
+        *tensors, result = ctx.saved_tensors
+        problem = ctx.op.problem
+        needed = list(ctx.needs_input_grad[2:])
+        grad_host = grad_u.detach().to("cpu", torch.float64).numpy()
+        error = None
+        if grad_host.shape != tuple(result.shape):
+            error = ShapeError(f"fem_operator backward: cotangent of shape {grad_host.shape} for a "
+                               f"state of shape {tuple(result.shape)}")
+        elif not np.all(np.isfinite(grad_host)):
+            error = NonFiniteError("fem_operator backward: the incoming gradient holds NaN/Inf; "
+                                   "check the loss")
+        raise_on_any_rank(error, problem.comm)
+
+        samples = host_values(tensors, problem.controls, ctx.batch)
+        states = result.detach().cpu().numpy()
+        n = len(samples)
+        per_sample: list[list[np.ndarray | None]] = [None] * n  # type: ignore[list-item]
+        # Last solved sample first: its operator may still be factorised.
+        for b in reversed(range(n)):
+            u_b = states[b] if ctx.batch is not None else states
+            g_b = grad_host[b] if ctx.batch is not None else grad_host
+            problem.set_state(samples[b], u_b)
+            problem.solve_adjoint(g_b, ctx.tokens[b])
+            per_sample[b] = problem.control_gradients(needed)
+
+        grads: list[torch.Tensor | None] = [None, None]
+        for i, (t, c) in enumerate(zip(tensors, problem.controls, strict=True)):
+            if not needed[i]:
+                grads.append(None)
+                continue
+            parts = [per_sample[b][i] for b in range(n)]
+            if ctx.batch is not None and is_batched(t, c):
+                g = np.stack(parts)
+            else:
+                g = np.sum(parts, axis=0) if n > 1 else parts[0]
+            grads.append(torch.from_numpy(np.asarray(g)).to(device=t.device, dtype=t.dtype))
+        return tuple(grads)

@@ -1,0 +1,107 @@
+"""A scalar UFL form as a torch operation: the global value and its derivatives."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dolfinx.fem
+import numpy as np
+import torch
+import ufl
+
+from deepnum_fem.fem.controls import Control
+from deepnum_fem.ops._inputs import check_inputs, host_values, is_batched
+
+
+class Functional:
+    """Torch operation ``inputs -> J(inputs)`` for a scalar form (see :func:`functional`)."""
+
+    def __init__(self, form: ufl.Form, inputs: Sequence, *, jit_options: dict | None = None,
+                 form_compiler_options: dict | None = None):
+        if form.arguments():
+            raise ValueError(f"functional needs a scalar form (no test or trial functions), got one "
+                             f"of rank {len(form.arguments())}")
+        if not inputs:
+            raise ValueError("functional needs at least one input (Function or Constant)")
+        present = set(ufl.algorithms.extract_coefficients(form)) | set(
+            ufl.algorithms.analysis.extract_constants(form))
+        for i, m in enumerate(inputs):
+            if not isinstance(m, dolfinx.fem.Function | dolfinx.fem.Constant):
+                raise TypeError(f"input {i} must be a dolfinx.fem.Function or Constant, got {type(m).__name__}")
+            if m not in present:
+                raise ValueError(f"input {i} ({getattr(m, 'name', 'Constant')}) does not appear in the form")
+        opts = {"jit_options": jit_options, "form_compiler_options": form_compiler_options}
+        self.form = dolfinx.fem.form(form, **opts)
+        self.inputs = [Control(m, form, None, **opts) for m in inputs]
+        self.comm = self.form.mesh.comm
+
+    def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
+        """Assemble the form with the inputs' values.
+
+        Returns:
+            float64 0-dim tensor with the global value, identical on every rank (shape
+            ``(batch,)`` for batched inputs), on the inputs' device.
+        """
+        batch = check_inputs("functional", tensors, self.inputs, self.comm)
+        return _Assemble.apply(self, batch, *tensors)
+
+    def value(self) -> float:
+        """Global value with the inputs' current values (collective)."""
+        return self.comm.allreduce(dolfinx.fem.assemble_scalar(self.form))
+
+
+def functional(form: ufl.Form, inputs: Sequence, **kwargs) -> Functional:
+    """Make a scalar form a torch operation of the tensors of its ``inputs``.
+
+    Args:
+        form: Scalar UFL form, e.g. ``(u - d)**2 * dx``.
+        inputs: Functions (states or controls) and Constants; one tensor per input at call.
+        **kwargs: ``jit_options``, ``form_compiler_options``.
+
+    The gradient for a Function input is ``dJ/dm`` at its owned dofs; for a Constant input,
+    it is this rank's share of ``dJ/dc`` (``dnf.parallel.allreduce_gradients`` sums them).
+    """
+    return Functional(form, inputs, **kwargs)
+
+
+class _Assemble(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, J: Functional, batch: int | None, *tensors: torch.Tensor) -> torch.Tensor:
+        values = []
+        for sample in host_values(tensors, J.inputs, batch):
+            for c, v in zip(J.inputs, sample, strict=True):
+                c.assign(v)
+            values.append(J.value())
+        out = torch.tensor(values if batch is not None else values[0], dtype=torch.float64,
+                           device=tensors[0].device)
+        ctx.J, ctx.batch = J, batch
+        ctx.save_for_backward(*tensors)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        tensors = ctx.saved_tensors
+        J: Functional = ctx.J
+        needed = ctx.needs_input_grad[2:]
+        g_out = grad_out.detach().to("cpu", torch.float64).numpy()
+        samples = host_values(tensors, J.inputs, ctx.batch)
+        per_sample = []
+        for b, sample in enumerate(samples):
+            for c, v in zip(J.inputs, sample, strict=True):
+                c.assign(v)
+            weight = float(g_out[b] if ctx.batch is not None else g_out)
+            per_sample.append([weight * c.assemble() if need else None
+                               for c, need in zip(J.inputs, needed, strict=True)])
+        grads: list[torch.Tensor | None] = [None, None]
+        for i, (t, c) in enumerate(zip(tensors, J.inputs, strict=True)):
+            if not needed[i]:
+                grads.append(None)
+                continue
+            parts = [p[i] for p in per_sample]
+            if ctx.batch is not None and is_batched(t, c):
+                g = np.stack(parts)
+            else:
+                g = np.sum(parts, axis=0)
+            grads.append(torch.from_numpy(np.asarray(g)).to(device=t.device, dtype=t.dtype))
+        return tuple(grads)

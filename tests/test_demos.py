@@ -1,0 +1,34 @@
+"""The demos run and check themselves, on 1 rank and on 2, with the same result."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MPIRUN = Path(sys.executable).parent / "mpirun"
+
+
+def _run(script: str, ranks: int, out: Path, *args: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "MPI", "HYDRA"))}
+    cmd = [str(MPIRUN), "-n", str(ranks), sys.executable, str(ROOT / "demos" / script),
+           "--out", str(out), *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.skip_in_parallel
+def test_quickstart_trains_and_agrees_on_one_and_two_ranks(tmp_path):
+    quick = ("--iterations", "200", "--target", "10", "--h", "0.05")
+    serial = _run("quickstart.py", 1, tmp_path / "n1", *quick)
+    parallel = _run("quickstart.py", 2, tmp_path / "n2", *quick)
+    assert serial["misfit_reduction"] >= 10
+    assert parallel["ranks"] == 2 and parallel["dofs"] == serial["dofs"]
+    assert parallel["misfit_final"] == pytest.approx(serial["misfit_final"], rel=1e-6)
+    assert (tmp_path / "n2" / "source.xdmf").exists()
