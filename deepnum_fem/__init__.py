@@ -21,6 +21,7 @@ from deepnum_fem.errors import (
 )
 from deepnum_fem.ops.fem_operator import FemOperator, fem_operator
 from deepnum_fem.ops.functional import Functional, functional
+from deepnum_fem.ops.timestepping import rollout
 from deepnum_fem.verification import TaylorResult, taylor_test
 
 __version__ = "0.1.0.dev0"
@@ -42,6 +43,7 @@ __all__ = [
     "from_torch",
     "functional",
     "parallel",
+    "rollout",
     "taylor_test",
     "to_torch",
 ]

@@ -24,13 +24,11 @@ from pathlib import Path
 
 from mpi4py import MPI
 
-import numpy as np
-import torch
-import ufl
-
 import dolfinx
 import dolfinx.fem as fem
 import dolfinx.io
+import torch
+import ufl
 
 import deepnum_fem as dnf
 from deepnum_fem.geometry import plate_with_holes

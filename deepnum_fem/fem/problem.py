@@ -28,6 +28,14 @@ def _ksp_options(options: dict) -> dict:
     return {k: v for k, v in options.items() if k.split("_")[0] in ("ksp", "pc", "mat")}
 
 
+def _with_defaults(user: dict, defaults: dict) -> dict:
+    """``defaults`` under ``user``; the default linear solver only when the user chose none."""
+    chose_solver = any(k in user for k in ("ksp_type", "pc_type"))
+    base = {k: v for k, v in defaults.items()
+            if not (chose_solver and k.split("_")[0] in ("ksp", "pc"))}
+    return {**base, **user}
+
+
 def _set_options(prefix: str, options: dict) -> None:
     db = PETSc.Options()
     for k, v in options.items():
@@ -67,9 +75,9 @@ class AdjointProblem:
         prefix = petsc_options_prefix or f"dnf_op{next(_prefix_counter)}_"
         self.prefix = prefix
         user = dict(petsc_options or {})
-        self.petsc_options = {**(_DEFAULT_LINEAR if self.linear else _DEFAULT_NEWTON), **user}
+        self.petsc_options = _with_defaults(user, _DEFAULT_LINEAR if self.linear else _DEFAULT_NEWTON)
         self.adjoint_petsc_options = (dict(adjoint_petsc_options) if adjoint_petsc_options is not None
-                                      else {**_DEFAULT_LINEAR, **_ksp_options(user)})
+                                      else _with_defaults(_ksp_options(user), _DEFAULT_LINEAR))
 
         self.F = dolfinx.fem.form(F, **opts)
         self.J = dolfinx.fem.form(J, **opts)
@@ -99,6 +107,9 @@ class AdjointProblem:
         ksp.setOptionsPrefix(prefix)
         _set_options(prefix, options)
         ksp.setFromOptions()
+        db = PETSc.Options()
+        for k in options:   # keep the global options database clean
+            db.delValue(f"{prefix}{k}")
         return ksp
 
     def _make_bc_mask(self) -> np.ndarray:
@@ -244,7 +255,7 @@ def _check_controls(F, u, controls, bcs) -> None:
         if m is u:
             raise DeepnumFemError("the unknown u cannot also be a control")
         for bc in bcs:
-            if bc.g is m:
+            if bc.g is m or bc.g is getattr(m, "_cpp_object", None):
                 raise DeepnumFemError(
                     f"control {i} is the value of a Dirichlet condition; boundary-value controls "
                     "are not supported yet: impose the boundary value weakly (Nitsche) in F instead")

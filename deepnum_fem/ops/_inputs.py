@@ -48,6 +48,9 @@ def check_inputs(name: str, tensors: Sequence, controls: Sequence[Control],
             else:
                 raise ShapeError(f"{name}: input {i} ({c.describe()}) must have shape {c.shape} "
                                  f"or (batch, *{c.shape}), got {shape}")
+            if t.device.type == "meta":
+                raise DeviceError(f"{name}: input {i} is on the 'meta' device, which holds no data; "
+                                  "expected a cpu or cuda tensor")
             if not bool(torch.isfinite(t.detach()).all()):
                 bad = int((~torch.isfinite(t.detach())).sum())
                 raise NonFiniteError(f"{name}: input {i} ({c.describe()}) holds {bad} NaN/Inf "

@@ -1,0 +1,54 @@
+"""Rollouts of a time-step operation, with optional checkpointing for long horizons."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.utils.checkpoint
+
+Step = Callable[[torch.Tensor, int], torch.Tensor]
+Observe = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def rollout(step: Step, u0: torch.Tensor, n_steps: int, *, observe: Observe | None = None,
+            checkpoint_every: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Apply ``u_{k+1} = step(u_k, k)`` for ``k = 0 .. n_steps - 1``.
+
+    Args:
+        step: One time step, typically a ``dnf.fem_operator`` whose controls include the
+            previous state, wrapped as ``lambda u, k: op(u, f_k)``.
+        u0: Initial state.
+        n_steps: Number of steps.
+        observe: Optional ``observe(u_{k+1}, k) -> tensor`` called after each step; the
+            results are stacked (e.g. sensor values or per-step loss terms).
+        checkpoint_every: With ``None`` every step keeps what its backward needs (memory
+            grows with ``n_steps``). With ``k`` the rollout is cut into blocks of ``k`` steps
+            and only block boundaries are kept; each block's forward solves are recomputed in
+            the backward pass (about one extra forward per step, memory ~ n_steps / k + k).
+
+    Returns:
+        ``(u_final, observations)``; ``observations`` is None without ``observe``.
+    """
+    if n_steps < 0:
+        raise ValueError(f"n_steps must be >= 0, got {n_steps}")
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a positive number of steps, got {checkpoint_every}")
+
+    def block(u: torch.Tensor, start: int, stop: int):
+        obs = []
+        for k in range(start, stop):
+            u = step(u, k)
+            if observe is not None:
+                obs.append(observe(u, k))
+        return (u, torch.stack(obs)) if obs else (u, None)
+
+    if checkpoint_every is None or not torch.is_grad_enabled():
+        return block(u0, 0, n_steps)
+    u, chunks = u0, []
+    for start in range(0, n_steps, checkpoint_every):
+        stop = min(start + checkpoint_every, n_steps)
+        u, obs = torch.utils.checkpoint.checkpoint(block, u, start, stop, use_reentrant=False)
+        if obs is not None:
+            chunks.append(obs)
+    return u, (torch.cat(chunks) if chunks else None)

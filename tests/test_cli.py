@@ -1,0 +1,25 @@
+"""The deepnum-fem command: info prints once, also under mpirun."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dolfinx
+import pytest
+import torch
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.skip_in_parallel
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_info_reports_versions_once(ranks):
+    cmd = [str(BIN / "mpirun"), "-n", str(ranks), str(BIN / "deepnum-fem"), "info"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
+    assert out.count("deepnum-fem  ") == 1
+    assert f"DOLFINx      {dolfinx.__version__}" in out
+    assert f"torch        {torch.__version__}" in out
+    assert "mumps yes" in out and "scalar float64" in out
+    assert f"ranks        {ranks}" in out

@@ -1,0 +1,260 @@
+"""fem_operator and functional: adjoint gradients (Taylor, gradcheck), 1 vs 2 ranks, batching."""
+
+from __future__ import annotations
+
+from mpi4py import MPI
+
+import dolfinx
+import dolfinx.fem as fem
+import dolfinx.mesh
+import numpy as np
+import pytest
+import torch
+import ufl
+
+import deepnum_fem as dnf
+
+COMM = MPI.COMM_WORLD
+
+
+def _boundary_bc(V, value=0.0):
+    msh = V.mesh
+    tdim = msh.topology.dim
+    msh.topology.create_connectivity(tdim - 1, tdim)
+    facets = dolfinx.mesh.exterior_facet_indices(msh.topology)
+    dofs = fem.locate_dofs_topological(V, tdim - 1, facets)
+    if V.dofmap.index_map_bs > 1:
+        zero = np.zeros(V.dofmap.index_map_bs)
+        return fem.dirichletbc(zero, dofs, V)
+    return fem.dirichletbc(value, dofs, V)
+
+
+def _owned_coords(V):
+    return V.tabulate_dof_coordinates()[: V.dofmap.index_map.size_local]
+
+
+def _rand_like(t: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1000 * seed + COMM.rank)
+    return torch.rand(t.shape, generator=g, dtype=torch.float64)
+
+
+class Poisson:
+    """-div((1 + k^2) grad u) + c u = f on the unit square, u = 0 on the boundary."""
+
+    def __init__(self, comm=COMM, n=10, degree=1, newton=False):
+        self.msh = dolfinx.mesh.create_unit_square(comm, n, n)
+        self.V = V = fem.functionspace(self.msh, ("Lagrange", degree))
+        self.u, v = fem.Function(V), ufl.TestFunction(V)
+        self.f, self.k = fem.Function(V, name="f"), fem.Function(V, name="k")
+        self.c = fem.Constant(self.msh, 1.0)
+        u, f, k, c = self.u, self.f, self.k, self.c
+        coeff = (1 + u**2) if newton else (1 + k**2)
+        F = coeff * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx + c * u * v * ufl.dx - f * v * ufl.dx
+        if newton:
+            F += k * u * v * ufl.dx
+        self.op = dnf.fem_operator(F, u, controls=[self.f, self.k, self.c], bcs=[_boundary_bc(V)])
+        self.d = fem.Function(V)
+        self.d.interpolate(lambda x: x[0] * x[1])
+        self.J = dnf.functional((u - self.d) ** 2 * ufl.dx + 1e-2 * k**2 * ufl.dx, inputs=[u, self.k])
+        x = _owned_coords(V)
+        self.f0 = torch.tensor(10 * np.sin(3 * x[:, 0]) * x[:, 1] + 5)
+        self.k0 = torch.tensor(0.5 + x[:, 0])
+        self.c0 = torch.tensor(1.5, dtype=torch.float64)
+
+    def loss(self, f, k, c):
+        return self.J(self.op(f, k, c), k)
+
+
+@pytest.fixture(scope="module")
+def poisson():
+    return Poisson()
+
+
+def test_linear_detection_and_fixed_operator(poisson):
+    assert poisson.op.linear
+    p = poisson.op.problem
+    assert not p._operator_fixed   # the operator depends on the control k
+    V = poisson.V
+    u, v, f = fem.Function(V), ufl.TestFunction(V), fem.Function(V)
+    op = dnf.fem_operator(ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx - f * v * ufl.dx, u,
+                          controls=[f], bcs=[_boundary_bc(V)])
+    assert op.linear and op.problem._operator_fixed and op.problem.symmetric is None
+    op(poisson.f0)
+    assert op.problem.symmetric is True
+
+
+@pytest.mark.parametrize("which", ["f", "k", "c"])
+def test_taylor_linear_poisson(poisson, which):
+    p = poisson
+    m0 = {"f": p.f0, "k": p.k0, "c": p.c0}[which]
+    dm = torch.tensor(1.0, dtype=torch.float64) if which == "c" else _rand_like(m0)
+
+    def fn(m):
+        args = {"f": p.f0, "k": p.k0, "c": p.c0, which: m}
+        return p.loss(args["f"], args["k"], args["c"])
+
+    rates = dnf.taylor_test(fn, m0, dm)
+    assert min(rates) > 1.9, (rates, rates.remainders)
+
+
+def test_wrong_gradient_is_caught_by_taylor_test(poisson):
+    """The Taylor test can fail: a loss whose gradient is scaled by 1.1 gives rate ~1."""
+    p = poisson
+
+    class Scaled(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return 1.1 * g
+
+    rates = dnf.taylor_test(lambda f: p.loss(Scaled.apply(f), p.k0, p.c0), p.f0, _rand_like(p.f0))
+    assert max(rates) < 1.2
+
+
+def test_newton_taylor_and_adjoint_options():
+    p = Poisson(newton=True)
+    assert not p.op.linear
+    rates = dnf.taylor_test(lambda k: p.loss(p.f0, k, p.c0), p.k0, _rand_like(p.k0))
+    assert min(rates) > 1.9, rates
+    rates = dnf.taylor_test(lambda f: p.loss(f, p.k0, p.c0), p.f0, _rand_like(p.f0, 1))
+    assert min(rates) > 1.9, rates
+
+
+def test_newton_converges_quadratically():
+    p = Poisson(newton=True)
+    p.op(p.f0, p.k0, p.c0)
+    snes = p.op.problem._newton.solver
+    assert snes.getConvergedReason() > 0
+    assert snes.getIterationNumber() <= 6
+
+
+def test_elasticity_vector_p2_body_force():
+    msh = dolfinx.mesh.create_unit_square(COMM, 6, 6)
+    V = fem.functionspace(msh, ("Lagrange", 2, (2,)))
+    u, v, b = fem.Function(V), ufl.TestFunction(V), fem.Function(V, name="body force")
+    lmbda, mu = 1.0, 0.7
+
+    def sigma(w):
+        eps = ufl.sym(ufl.grad(w))
+        return 2 * mu * eps + lmbda * ufl.tr(eps) * ufl.Identity(2)
+
+    F = ufl.inner(sigma(u), ufl.grad(v)) * ufl.dx - ufl.inner(b, v) * ufl.dx
+    op = dnf.fem_operator(F, u, controls=[b], bcs=[_boundary_bc(V)])
+    J = dnf.functional(ufl.inner(u, u) * ufl.dx + ufl.inner(ufl.grad(u), ufl.grad(u)) ** 2 * ufl.dx,
+                       inputs=[u])
+    b0 = torch.ones(dnf.to_torch(b).shape, dtype=torch.float64)
+    rates = dnf.taylor_test(lambda m: J(op(m)), 10 * b0, _rand_like(b0))
+    assert min(rates) > 1.9, rates
+
+
+def test_vector_constant_and_dg0_controls():
+    msh = dolfinx.mesh.create_unit_square(COMM, 8, 8)
+    V = fem.functionspace(msh, ("Lagrange", 1))
+    Q = fem.functionspace(msh, ("DG", 0))
+    u, v = fem.Function(V), ufl.TestFunction(V)
+    wind = fem.Constant(msh, np.array([1.0, 0.5]))
+    s = fem.Function(Q)
+    F = (ufl.inner(ufl.grad(u), ufl.grad(v)) + ufl.dot(wind, ufl.grad(u)) * v - s * v) * ufl.dx
+    op = dnf.fem_operator(F, u, controls=[wind, s], bcs=[_boundary_bc(V)])
+    assert op.problem.symmetric is None
+    J = dnf.functional(u**2 * ufl.dx, inputs=[u])
+    s0 = torch.ones(dnf.to_torch(s).shape, dtype=torch.float64) * 10
+    w0 = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    rates = dnf.taylor_test(lambda w: J(op(w, s0)), w0, torch.tensor([0.3, -1.0], dtype=torch.float64))
+    assert min(rates) > 1.9, rates
+    assert op.problem.symmetric is False   # solveTranspose was used
+    rates = dnf.taylor_test(lambda m: J(op(w0, m)), s0, _rand_like(s0))
+    assert min(rates) > 1.9, rates
+
+
+def test_gradcheck_small():
+    """gradcheck perturbs entries one by one, so each rank checks a serial copy (COMM_SELF)."""
+    p = Poisson(comm=MPI.COMM_SELF, n=3)
+    f0 = p.f0.clone().requires_grad_()
+    k0 = p.k0.clone().requires_grad_()
+    c0 = p.c0.clone().requires_grad_()
+    assert torch.autograd.gradcheck(p.loss, (f0, k0, c0), eps=1e-6, atol=1e-7, rtol=1e-5)
+    assert torch.autograd.gradcheck(lambda f, c: p.op(f, p.k0, c), (f0, c0), eps=1e-6, atol=1e-8)
+    pn = Poisson(comm=MPI.COMM_SELF, n=3, newton=True)
+    assert torch.autograd.gradcheck(lambda k: pn.op(pn.f0, k, pn.c0), (k0,), eps=1e-6, atol=1e-7)
+
+
+def _gather_sorted(V, values: np.ndarray, comm=COMM) -> np.ndarray:
+    """Values at owned P1 dofs of a distributed space, gathered and sorted by coordinates."""
+    x = _owned_coords(V)
+    xs = np.round(np.concatenate(comm.allgather(x)), 10)
+    vs = np.concatenate(comm.allgather(values))
+    order = np.lexsort((xs[:, 1], xs[:, 0]))
+    return vs[order]
+
+
+def test_one_rank_equals_all_ranks():
+    results = {}
+    for name, comm in (("self", MPI.COMM_SELF), ("world", COMM)):
+        p = Poisson(comm=comm, n=9)
+        f = p.f0.clone().requires_grad_()
+        k = p.k0.clone().requires_grad_()
+        c = p.c0.clone().requires_grad_()
+        loss = p.loss(f, k, c)
+        loss.backward()
+        gathered = comm if name == "world" else MPI.COMM_SELF
+        results[name] = (loss.item(), _gather_sorted(p.V, f.grad.numpy(), gathered),
+                         _gather_sorted(p.V, k.grad.numpy(), gathered),
+                         gathered.allreduce(c.grad.item()))
+    (l1, gf1, gk1, gc1), (l2, gf2, gk2, gc2) = results["self"], results["world"]
+    assert l2 == pytest.approx(l1, rel=1e-10)
+    np.testing.assert_allclose(gf2, gf1, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(gk2, gk1, rtol=1e-8, atol=1e-14)
+    assert gc2 == pytest.approx(gc1, rel=1e-8)
+
+
+def test_loss_on_rank0_dofs_only_has_no_deadlock(poisson):
+    p = poisson
+    n = p.f0.numel()
+    idx = torch.arange(min(5, n)) if COMM.rank == 0 else torch.arange(0)
+
+    def fn(f):
+        u = p.op(f, p.k0, p.c0)
+        return dnf.parallel.sum((u[idx] ** 2).sum())
+
+    rates = dnf.taylor_test(fn, p.f0, _rand_like(p.f0))
+    assert min(rates) > 1.9, rates
+
+
+def test_batch_equals_loop(poisson):
+    p = poisson
+    fb = torch.stack([p.f0, 2 * p.f0 + 1, -p.f0]).requires_grad_()
+    kb = p.k0.clone().requires_grad_()
+    ub = p.op(fb, kb, p.c0)
+    assert ub.shape == (3, p.f0.numel())
+    w = _rand_like(ub)
+    dnf.parallel.sum((ub * w).sum()).backward()
+    gk_loop = torch.zeros_like(p.k0)
+    for b in range(3):
+        f = fb[b].detach().clone().requires_grad_()
+        k = p.k0.clone().requires_grad_()
+        u = p.op(f, k, p.c0)
+        torch.testing.assert_close(u, ub[b].detach(), rtol=1e-12, atol=1e-12)
+        dnf.parallel.sum((u * w[b]).sum()).backward()
+        torch.testing.assert_close(f.grad, fb.grad[b], rtol=1e-10, atol=1e-12)
+        gk_loop += k.grad
+    torch.testing.assert_close(kb.grad, gk_loop, rtol=1e-10, atol=1e-12)
+
+
+def test_functional_batched_and_constant_share():
+    msh = dolfinx.mesh.create_unit_square(COMM, 4, 4)
+    V = fem.functionspace(msh, ("Lagrange", 1))
+    g = fem.Function(V)
+    c = fem.Constant(msh, 2.0)
+    J = dnf.functional(c**2 * g * ufl.dx, inputs=[g, c])
+    g0 = torch.ones(dnf.to_torch(g).shape, dtype=torch.float64)
+    c0 = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    val = J(torch.stack([g0, 3 * g0]), c0)
+    assert val.shape == (2,)
+    torch.testing.assert_close(val, torch.tensor([4.0, 12.0], dtype=torch.float64))
+    val.sum().backward()
+    # d/dc of c^2 * (1 + 3) * |Omega| = 2c * 4 = 16, summed over the ranks' shares
+    assert COMM.allreduce(c0.grad.item()) == pytest.approx(16.0)
