@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from mpi4py import MPI
 
 import dolfinx.io.gmsh
 import dolfinx.mesh
 
-__all__ = ["from_gmsh_model", "plate_with_holes"]
+__all__ = ["box_with_cavity", "from_gmsh_model", "plate_with_holes"]
 
 
 def _gmsh():
@@ -16,6 +18,31 @@ def _gmsh():
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("deepnum_fem.geometry needs gmsh: pip install gmsh") from e
     return gmsh
+
+
+@contextlib.contextmanager
+def _model(name: str, comm: MPI.Comm):
+    """A gmsh model named ``name`` on rank 0 (other ranks get None); cleaned up afterwards."""
+    gmsh = _gmsh()
+    initialised = gmsh.isInitialized()
+    if not initialised:
+        gmsh.initialize(interruptible=False)
+    gmsh.option.setNumber("General.Terminal", 0)
+    gmsh.option.setNumber("General.NumThreads", 1)   # deterministic meshes
+    try:
+        if comm.rank == 0:
+            gmsh.model.add(name)
+        yield gmsh
+    finally:
+        if comm.rank == 0:
+            gmsh.model.remove()
+        if not initialised:
+            gmsh.finalize()
+
+
+def _uniform_size(gmsh, h: float) -> None:
+    gmsh.option.setNumber("Mesh.CharacteristicLengthMax", h)
+    gmsh.option.setNumber("Mesh.CharacteristicLengthMin", h)
 
 
 def from_gmsh_model(model, comm: MPI.Comm = MPI.COMM_WORLD, *, gdim: int = 2,
@@ -30,36 +57,42 @@ def plate_with_holes(h: float = 0.05, comm: MPI.Comm = MPI.COMM_WORLD) -> dolfin
     Facet tags: 1 outer boundary, 2 hole boundaries. Cell tag 1. Deterministic for a given
     ``h`` (gmsh's default Delaunay mesher, one thread).
     """
-    gmsh = _gmsh()
-    initialised = gmsh.isInitialized()
-    if not initialised:
-        gmsh.initialize(interruptible=False)
-    gmsh.option.setNumber("General.Terminal", 0)
-    gmsh.option.setNumber("General.NumThreads", 1)
-    try:
+    with _model("plate_with_holes", comm) as gmsh:
         if comm.rank == 0:
-            gmsh.model.add("plate_with_holes")
             occ = gmsh.model.occ
-            plate = occ.addRectangle(0, 0, 0, 1, 1)
             holes = [occ.addDisk(0.3, 0.35, 0, 0.12, 0.12), occ.addDisk(0.68, 0.62, 0, 0.1, 0.1)]
-            occ.cut([(2, plate)], [(2, d) for d in holes])
+            occ.cut([(2, occ.addRectangle(0, 0, 0, 1, 1))], [(2, d) for d in holes])
             occ.synchronize()
-            surfaces = gmsh.model.getEntities(2)
-            gmsh.model.addPhysicalGroup(2, [s[1] for s in surfaces], 1)
-            outer, inner = [], []
-            for _, tag in gmsh.model.getEntities(1):
-                x, y, _ = gmsh.model.occ.getCenterOfMass(1, tag)
-                on_edge = min(x, y, 1 - x, 1 - y) < 1e-8
-                (outer if on_edge else inner).append(tag)
-            gmsh.model.addPhysicalGroup(1, outer, 1)
-            gmsh.model.addPhysicalGroup(1, inner, 2)
-            gmsh.option.setNumber("Mesh.CharacteristicLengthMax", h)
-            gmsh.option.setNumber("Mesh.CharacteristicLengthMin", h)
+            _tag_box_and_holes(gmsh, dim=2)
+            _uniform_size(gmsh, h)
             gmsh.model.mesh.generate(2)
-        data = from_gmsh_model(gmsh.model, comm, gdim=2)
-    finally:
+        return from_gmsh_model(gmsh.model, comm, gdim=2)
+
+
+def box_with_cavity(h: float = 0.05, comm: MPI.Comm = MPI.COMM_WORLD) -> dolfinx.io.gmsh.MeshData:
+    """The unit cube minus a sphere (centre 0.5, radius 0.25), tetrahedralised by gmsh.
+
+    Facet tags: 1 cube faces, 2 cavity surface. Cell tag 1. Used by the benchmarks as a 3D
+    unstructured mesh whose size is set by ``h``.
+    """
+    with _model("box_with_cavity", comm) as gmsh:
         if comm.rank == 0:
-            gmsh.model.remove()
-        if not initialised:
-            gmsh.finalize()
-    return data
+            occ = gmsh.model.occ
+            occ.cut([(3, occ.addBox(0, 0, 0, 1, 1, 1))], [(3, occ.addSphere(0.5, 0.5, 0.5, 0.25))])
+            occ.synchronize()
+            _tag_box_and_holes(gmsh, dim=3)
+            _uniform_size(gmsh, h)
+            gmsh.model.mesh.generate(3)
+        return from_gmsh_model(gmsh.model, comm, gdim=3)
+
+
+def _tag_box_and_holes(gmsh, dim: int) -> None:
+    """Cell tag 1; facet tag 1 on the faces of the unit box, 2 on the other (hole) boundaries."""
+    gmsh.model.addPhysicalGroup(dim, [e[1] for e in gmsh.model.getEntities(dim)], 1)
+    outer, inner = [], []
+    for _, tag in gmsh.model.getEntities(dim - 1):
+        centre = gmsh.model.occ.getCenterOfMass(dim - 1, tag)[:dim]
+        on_box = min(min(c, 1 - c) for c in centre) < 1e-8
+        (outer if on_box else inner).append(tag)
+    gmsh.model.addPhysicalGroup(dim - 1, outer, 1)
+    gmsh.model.addPhysicalGroup(dim - 1, inner, 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +12,14 @@ import pytest
 import torch
 
 BIN = Path(sys.executable).parent
+MPIRUN = BIN / "mpirun" if (BIN / "mpirun").exists() else Path(shutil.which("mpirun") or "mpirun")
+DNF = BIN / "deepnum-fem" if (BIN / "deepnum-fem").exists() else Path(shutil.which("deepnum-fem") or "deepnum-fem")
 
 
 @pytest.mark.skip_in_parallel
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_info_reports_versions_once(ranks):
-    cmd = [str(BIN / "mpirun"), "-n", str(ranks), str(BIN / "deepnum-fem"), "info"]
+    cmd = [str(MPIRUN), "-n", str(ranks), str(DNF), "info"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
     assert out.count("deepnum-fem  ") == 1
     assert f"DOLFINx      {dolfinx.__version__}" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MPIRUN = Path(sys.executable).parent / "mpirun"
+if not MPIRUN.exists():  # DOLFINx images: the system MPI's mpirun on PATH
+    MPIRUN = Path(shutil.which("mpirun") or "mpirun")
 
 
 def _run(script: str, ranks: int, out: Path, *args: str) -> dict:

@@ -56,7 +56,11 @@ class AdjointProblem:
                  bcs: Sequence[dolfinx.fem.DirichletBC] = (), petsc_options: dict | None = None,
                  adjoint_petsc_options: dict | None = None, linear: bool | None = None,
                  symmetric: bool | None = None, petsc_options_prefix: str | None = None,
+                 initial_guess: str = "previous",
                  jit_options: dict | None = None, form_compiler_options: dict | None = None):
+        if initial_guess not in ("previous", "zero"):
+            raise ValueError(f"initial_guess must be 'previous' or 'zero', got {initial_guess!r}")
+        self.initial_guess = initial_guess
         self.u = u
         self.V = u.function_space
         self.bcs = list(bcs)
@@ -170,8 +174,8 @@ class AdjointProblem:
         dolfinx.fem.petsc.set_bc(self.b, self.bcs, x0=x0, alpha=-1.0)
 
     def _solve_newton(self) -> None:
-        if not np.all(np.isfinite(self.u.x.array)):
-            self.u.x.array[:] = 0.0   # a failed earlier solve must not poison the next guess
+        if self.initial_guess == "zero" or not np.all(np.isfinite(self.u.x.array)):
+            self.u.x.array[:] = 0.0   # also: a failed earlier solve must not poison the next guess
         self._newton.solve()
         snes = self._newton.solver
         reason = snes.getConvergedReason()

@@ -22,11 +22,12 @@ class FemOperator:
                  bcs: Sequence[dolfinx.fem.DirichletBC] = (), petsc_options: dict | None = None,
                  adjoint_petsc_options: dict | None = None, linear: bool | None = None,
                  symmetric: bool | None = None, petsc_options_prefix: str | None = None,
+                 initial_guess: str = "previous",
                  jit_options: dict | None = None, form_compiler_options: dict | None = None):
         self.problem = AdjointProblem(
             F, u, list(controls), bcs=bcs, petsc_options=petsc_options,
             adjoint_petsc_options=adjoint_petsc_options, linear=linear, symmetric=symmetric,
-            petsc_options_prefix=petsc_options_prefix, jit_options=jit_options,
+            petsc_options_prefix=petsc_options_prefix, initial_guess=initial_guess, jit_options=jit_options,
             form_compiler_options=form_compiler_options)
 
     @property
@@ -70,7 +71,8 @@ def fem_operator(F: ufl.Form, u: dolfinx.fem.Function, *, controls: Sequence = (
         adjoint_petsc_options: Options of the adjoint solve of a nonlinear problem; default
             the forward's linear-solver options. Linear problems reuse the forward solver.
         **kwargs: ``linear`` (force the detection), ``symmetric`` (skip the symmetry check),
-            ``petsc_options_prefix``, ``jit_options``, ``form_compiler_options``.
+            ``initial_guess`` (Newton starts from the ``"previous"`` solution, the default, or
+            from ``"zero"``), ``petsc_options_prefix``, ``jit_options``, ``form_compiler_options``.
 
     Returns:
         The operation; ``op(*tensors)`` returns the owned dofs of ``u``.
