@@ -21,8 +21,9 @@ from deepnum_fem.errors import (
 )
 from deepnum_fem.ops.fem_operator import FemOperator, fem_operator
 from deepnum_fem.ops.functional import Functional, functional
+from deepnum_fem.ops.ml_operator import MLOperator, ml_operator
 from deepnum_fem.ops.timestepping import rollout
-from deepnum_fem.verification import TaylorResult, taylor_test
+from deepnum_fem.verification import TaylorResult, taylor_test, taylor_test_parameters
 
 __version__ = "0.1.0.dev0"
 
@@ -31,6 +32,7 @@ limit_torch_threads_under_mpi()
 __all__ = [
     "DeepnumFemError",
     "FemOperator",
+    "MLOperator",
     "Functional",
     "TaylorResult",
     "DTypeError",
@@ -42,8 +44,10 @@ __all__ = [
     "fem_operator",
     "from_torch",
     "functional",
+    "ml_operator",
     "parallel",
     "rollout",
     "taylor_test",
+    "taylor_test_parameters",
     "to_torch",
 ]

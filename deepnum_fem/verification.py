@@ -55,12 +55,47 @@ def taylor_test(fn: Callable[[torch.Tensor], torch.Tensor], m: torch.Tensor, dm:
     (grad,) = torch.autograd.grad(J0, m0, allow_unused=True)
     local = 0.0 if grad is None else float((grad.detach() * dm).sum())
     dJdm = comm.allreduce(local, op=MPI.SUM) if reduce_gradient else local
-    steps = [h0 / 2**k for k in range(n_steps)]
-    remainders = []
     with torch.no_grad():
-        for h in steps:
-            Jh = fn(m.detach() + h * dm)
-            remainders.append(abs(float(Jh) - float(J0) - h * dJdm))
+        return _remainder_rates(lambda h: float(fn(m.detach() + h * dm)), float(J0), dJdm, h0, n_steps)
+
+
+def taylor_test_parameters(loss_fn: Callable[[], torch.Tensor], module: torch.nn.Module, *,
+                           direction: list[torch.Tensor] | None = None, h0: float = 1e-2, n_steps: int = 4,
+                           seed: int = 0, comm: MPI.Comm = MPI.COMM_WORLD) -> TaylorResult:
+    """Taylor remainder rates of ``loss_fn()`` in the parameters of ``module``.
+
+    The direction (random from ``seed`` unless given) is the same on every rank, as the
+    parameters are; each rank's ``.grad`` share is summed over ranks. The parameters are
+    restored afterwards.
+    """
+    params = [p for p in module.parameters() if p.requires_grad]
+    if direction is None:
+        gen = torch.Generator().manual_seed(seed)
+        direction = [torch.rand(p.shape, generator=gen, dtype=torch.float64).to(p) for p in params]
+    saved = [p.detach().clone() for p in params]
+    J0 = loss_fn()
+    grads = torch.autograd.grad(J0, params, allow_unused=True)
+    local = sum(float((g * d).sum()) for g, d in zip(grads, direction, strict=True) if g is not None)
+    dJdm = comm.allreduce(local, op=MPI.SUM)
+
+    def at(h: float) -> float:
+        for p, p0, d in zip(params, saved, direction, strict=True):
+            p.copy_(p0 + h * d)
+        return float(loss_fn())
+
+    try:
+        with torch.no_grad():
+            return _remainder_rates(at, float(J0), dJdm, h0, n_steps)
+    finally:
+        with torch.no_grad():
+            for p, p0 in zip(params, saved, strict=True):
+                p.copy_(p0)
+
+
+def _remainder_rates(J_at: Callable[[float], float], J0: float, dJdm: float, h0: float,
+                     n_steps: int) -> TaylorResult:
+    steps = [h0 / 2**k for k in range(n_steps)]
+    remainders = [abs(J_at(h) - J0 - h * dJdm) for h in steps]
     rates = TaylorResult(
         float(np.log(remainders[k] / remainders[k + 1]) / np.log(2.0)) if remainders[k + 1] > 0
         else float("inf") for k in range(n_steps - 1))

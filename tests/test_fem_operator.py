@@ -258,3 +258,33 @@ def test_functional_batched_and_constant_share():
     val.sum().backward()
     # d/dc of c^2 * (1 + 3) * |Omega| = 2c * 4 = 16, summed over the ranks' shares
     assert COMM.allreduce(c0.grad.item()) == pytest.approx(16.0)
+
+
+@pytest.mark.parametrize("advection", [0.0, 3.0], ids=["symmetric", "nonsymmetric"])
+def test_batch_multi_rhs_equals_loop(advection):
+    """A fixed operator: the batch runs as one KSPMatSolve forward and one backward."""
+    msh = dolfinx.mesh.create_unit_square(COMM, 10, 10)
+    V = fem.functionspace(msh, ("Lagrange", 1))
+    u, v, f = fem.Function(V), ufl.TestFunction(V), fem.Function(V)
+    c = fem.Constant(msh, 2.0)
+    w = ufl.as_vector([advection, 0.5 * advection])
+    F = (ufl.inner(ufl.grad(u), ufl.grad(v)) + ufl.dot(w, ufl.grad(u)) * v - c * f * v) * ufl.dx
+    op = dnf.fem_operator(F, u, controls=[f, c], bcs=[_boundary_bc(V)])
+    assert op.problem.shares_factorisation
+    x = _owned_coords(V)
+    fb = torch.stack([torch.tensor(np.sin((i + 1) * x[:, 0]) + x[:, 1]) for i in range(4)]).requires_grad_()
+    c0 = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    weights = _rand_like(torch.zeros(4, fb.shape[1]))
+    ub = op(fb, c0)
+    dnf.parallel.sum((ub * weights).sum()).backward()
+    assert op.problem.symmetric is (advection == 0.0)
+    gc = 0.0
+    for b in range(4):
+        f1 = fb[b].detach().clone().requires_grad_()
+        c1 = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+        u1 = op(f1, c1)
+        torch.testing.assert_close(u1, ub[b].detach(), rtol=1e-10, atol=1e-13)
+        dnf.parallel.sum((u1 * weights[b]).sum()).backward()
+        torch.testing.assert_close(f1.grad, fb.grad[b], rtol=1e-10, atol=1e-13)
+        gc += c1.grad.item()
+    assert c0.grad.item() == pytest.approx(gc, rel=1e-10)

@@ -10,12 +10,15 @@ from petsc4py import PETSc
 import dolfinx.fem
 import dolfinx.fem.petsc
 import numpy as np
+import torch
 import ufl
 
 from deepnum_fem.convert import n_owned, owned_array
 from deepnum_fem.errors import DeepnumFemError, SolverError
 from deepnum_fem.fem.controls import Control
 from deepnum_fem.fem.forms import depends_on
+from deepnum_fem.ops.ml_operator import lower as lower_ml
+from deepnum_fem.ops.ml_operator import ml_parameter_gradients, unique_parameters
 
 _DEFAULT_LINEAR = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
 _DEFAULT_NEWTON = {"snes_type": "newtonls", "snes_linesearch_type": "none",
@@ -67,11 +70,14 @@ class AdjointProblem:
         self.comm = self.V.mesh.comm
         opts = {"jit_options": jit_options, "form_compiler_options": form_compiler_options}
         _check_controls(F, u, controls, self.bcs)
+        F, self.ml_models = lower_ml(F)
+        ml_data = [f for m in self.ml_models for f in m.data_functions]
+        ml_on_u = any(depends_on(q, [u]) for m in self.ml_models for q in m.operands)
 
         J = ufl.derivative(F, u, ufl.TrialFunction(self.V))
-        self.linear = (not depends_on(J, [u])) if linear is None else bool(linear)
+        self.linear = (not (depends_on(J, [u]) or ml_on_u)) if linear is None else bool(linear)
         self.symmetric = symmetric
-        self._operator_fixed = self.linear and not depends_on(J, controls)
+        self._operator_fixed = self.linear and not depends_on(J, [*controls, *ml_data])
         self._J_constants = [c for c in ufl.algorithms.analysis.extract_constants(J)
                              if c not in controls]
         self._J_constant_values: list[np.ndarray] | None = None
@@ -90,6 +96,10 @@ class AdjointProblem:
         self.x = dolfinx.fem.petsc.create_vector(self.V)
         self.lam = dolfinx.fem.Function(self.V, name="adjoint")
         self.controls = [Control(m, F, self.lam, **opts) for m in controls]
+        # -(dF/dN0)^T lam: the per-point cotangent of each network's output
+        self.ml_controls = [Control(m.N0, F, self.lam, **opts) for m in self.ml_models]
+        self.ml_parameters = unique_parameters(self.ml_models)
+        self._ml_x: np.ndarray | None = None
 
         if self.linear:
             self.ksp = self._make_ksp(self.A, prefix, self.petsc_options)
@@ -99,6 +109,8 @@ class AdjointProblem:
             self._newton = dolfinx.fem.petsc.NonlinearProblem(
                 F, u, bcs=self.bcs, J=J, petsc_options_prefix=prefix,
                 petsc_options=self.petsc_options, **opts)
+            if self.ml_models:
+                self._hook_ml_into_snes()
             self.adj_A = dolfinx.fem.petsc.create_matrix(self.J)
             self.adj_ksp = self._make_ksp(self.adj_A, f"{prefix}adjoint_", self.adjoint_petsc_options)
         self._assembled_for: object | None = None   # token of the state the operator belongs to
@@ -152,11 +164,17 @@ class AdjointProblem:
         self._J_constant_values = values
         return same
 
+    @property
+    def shares_factorisation(self) -> bool:
+        """Linear with an operator that depends on no control: one factorisation for all solves."""
+        return self._operator_fixed
+
     def _solve_linear(self) -> None:
         if not (self._operator_fixed and self._operator_is_current()):
             self._assemble_operator(self.A)
             self.ksp.setOperators(self.A)
         self.u.x.array[:] = 0.0
+        self.update_ml()
         self._assemble_residual()
         self.ksp.solve(self.b, self.x)
         self._check_ksp(self.ksp, "forward linear solve")
@@ -176,8 +194,14 @@ class AdjointProblem:
     def _solve_newton(self) -> None:
         if self.initial_guess == "zero" or not np.all(np.isfinite(self.u.x.array)):
             self.u.x.array[:] = 0.0   # also: a failed earlier solve must not poison the next guess
+        self._ml_x = None   # the networks may have changed since the last solve: evaluate afresh
+        self._callback_error = None
         self._newton.solve()
         snes = self._newton.solver
+        if self._callback_error is not None:
+            self.u.x.array[:] = 0.0
+            error, self._callback_error = self._callback_error, None
+            raise error
         reason = snes.getConvergedReason()
         if reason <= 0:
             its, fnorm = snes.getIterationNumber(), snes.getFunctionNorm()
@@ -189,12 +213,58 @@ class AdjointProblem:
                 f"{_reason_name(ksp_reason, PETSc.KSP)}. Try a line search "
                 "('snes_linesearch_type': 'bt'), a better initial guess or smaller steps.")
 
+    def solve_many(self, samples: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
+        """Solve a batch of right-hand sides with one ``KSPMatSolve`` (fixed linear operator).
+
+        With MUMPS this is one multi-RHS triangular solve. Returns owned ``u``, shape (B, n).
+        """
+        if not self.shares_factorisation:
+            raise DeepnumFemError("solve_many needs a linear problem whose operator depends on no control")
+        if not self._operator_is_current() or self.symmetric is None:
+            self._assemble_operator(self.A)
+            self.ksp.setOperators(self.A)
+        rhs = np.empty((n_owned(self.u), len(samples)), order="F")
+        for b, values in enumerate(samples):
+            self.set_state(values, None)
+            self.u.x.array[:] = 0.0
+            self.update_ml()
+            self._assemble_residual()
+            rhs[:, b] = self.b.getArray(readonly=True)
+        states = -self._mat_solve(rhs, transpose=False, what="batched forward solve").T
+        owned_array(self.u)[:] = states[-1]
+        self.u.x.scatter_forward()
+        return np.ascontiguousarray(states)
+
+    def solve_adjoint_many(self, rhs: np.ndarray) -> np.ndarray:
+        """Adjoint solves for a batch of cotangents ``rhs`` (B, n) with one ``KSPMatSolve``."""
+        cols = np.asfortranarray((rhs * self._bc_mask).T)
+        return np.ascontiguousarray(
+            self._mat_solve(cols, transpose=not self.symmetric, what="batched adjoint solve").T)
+
+    def set_adjoint(self, lam_owned: np.ndarray) -> None:
+        owned_array(self.lam)[:] = lam_owned
+        self.lam.x.scatter_forward()
+
+    def _mat_solve(self, cols: np.ndarray, *, transpose: bool, what: str) -> np.ndarray:
+        n, nrhs = cols.shape
+        B = PETSc.Mat().createDense(((n, PETSc.DECIDE), (PETSc.DECIDE, nrhs)), array=cols, comm=self.comm)
+        B.assemble()
+        X = B.duplicate()
+        try:
+            (self.ksp.matSolveTranspose if transpose else self.ksp.matSolve)(B, X)
+            self._check_ksp(self.ksp, what)
+            return np.array(X.getDenseArray(readonly=True), order="F")
+        finally:
+            B.destroy()
+            X.destroy()
+
     # -- adjoint ------------------------------------------------------------------------
     def solve_adjoint(self, rhs: np.ndarray, token: object) -> None:
         """Solve ``(dF/du)^T lam = rhs`` (Dirichlet rows zeroed) at the current state.
 
         The caller has restored the controls and ``u`` of the state named ``token``.
         """
+        self.update_ml()
         if self.linear:
             A, ksp = self.A, self.ksp
             reuse = self._operator_fixed or self._assembled_for is token
@@ -220,6 +290,54 @@ class AdjointProblem:
     def control_gradients(self, needed: Sequence[bool]) -> list[np.ndarray | None]:
         """``-(dF/dm)^T lam`` for each control whose gradient is needed."""
         return [(-c.assemble() if need else None) for c, need in zip(self.controls, needed, strict=True)]
+
+    def parameter_gradients(self) -> list[torch.Tensor | None]:
+        """``-VJP(N_theta, (dF/dN)^T lam)`` for :attr:`ml_parameters`, this rank's share."""
+        return ml_parameter_gradients(self.ml_models, self.ml_controls, self.ml_parameters, scale=-1.0)
+
+    # -- networks in the form ------------------------------------------------------------
+    def update_ml(self) -> None:
+        """Evaluate every network at the current state (values and Jacobians at the points)."""
+        for m in self.ml_models:
+            m.update()
+        if self.ml_models:
+            self._ml_x = self.u.x.array.copy()
+
+    def _hook_ml_into_snes(self) -> None:
+        """Re-evaluate the networks whenever SNES asks for the residual at a new iterate."""
+        snes = self._newton.solver
+        fvec, (residual, args, kwargs) = snes.getFunction()
+        A, P, (jacobian, jargs, jkwargs) = snes.getJacobian()
+
+        def sync(x: PETSc.Vec) -> None:
+            x.ghostUpdate(addv=PETSc.InsertMode.INSERT, mode=PETSc.ScatterMode.FORWARD)
+            x.copy(self.u.x.petsc_vec)
+            self.u.x.scatter_forward()
+            if self._ml_x is None or not np.array_equal(self._ml_x, self.u.x.array):
+                self.update_ml()
+
+        # An exception inside a PETSc callback would surface as an opaque PETSc error: keep it,
+        # make SNES stop (NaN residual), and raise it after the solve (on every rank, as
+        # update_ml decides errors collectively).
+        def residual_ml(snes_, x, b):
+            try:
+                sync(x)
+            except DeepnumFemError as e:
+                self._callback_error = e
+                b.set(np.nan)
+                return
+            residual(snes_, x, b, *(args or ()), **(kwargs or {}))
+
+        def jacobian_ml(snes_, x, J, P_):
+            try:
+                sync(x)
+            except DeepnumFemError as e:
+                self._callback_error = e
+                return
+            jacobian(snes_, x, J, P_, *(jargs or ()), **(jkwargs or {}))
+
+        snes.setFunction(residual_ml, fvec)
+        snes.setJacobian(jacobian_ml, A, P)
 
     # -- state ----------------------------------------------------------------------------
     def set_state(self, control_values: Sequence[np.ndarray], u_owned: np.ndarray | None) -> None:

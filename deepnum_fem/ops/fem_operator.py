@@ -48,7 +48,8 @@ class FemOperator:
             the inputs' device.
         """
         batch = check_inputs("fem_operator", tensors, self.problem.controls, self.problem.comm)
-        return _FemSolve.apply(self, batch, *tensors)
+        # network weights of ml_operators in F are inputs too, so autograd sends them gradients
+        return _FemSolve.apply(self, batch, len(tensors), *tensors, *self.problem.ml_parameters)
 
     def __repr__(self) -> str:
         kind = "linear" if self.linear else "Newton"
@@ -83,19 +84,24 @@ def fem_operator(F: ufl.Form, u: dolfinx.fem.Function, *, controls: Sequence = (
 
 class _FemSolve(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, op: FemOperator, batch: int | None, *tensors: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, op: FemOperator, batch: int | None, n_controls: int, *inputs: torch.Tensor) -> torch.Tensor:
         problem = op.problem
+        tensors = inputs[:n_controls]
         samples = host_values(tensors, problem.controls, batch)
         tokens, states = [], []
-        for values in samples:
-            token = object()
-            problem.set_state(values, None)
-            states.append(problem.solve(token))
-            tokens.append(token)
-        out = np.stack(states) if batch is not None else states[0]
+        if batch is not None and batch > 1 and problem.shares_factorisation:
+            out = problem.solve_many(samples)   # one multi-RHS solve
+            tokens = [None] * batch
+        else:
+            for values in samples:
+                token = object()
+                problem.set_state(values, None)
+                states.append(problem.solve(token))
+                tokens.append(token)
+            out = np.stack(states) if batch is not None else states[0]
         device = tensors[0].device if tensors else torch.device("cpu")
         result = torch.from_numpy(out).to(device)
-        ctx.op, ctx.batch, ctx.tokens = op, batch, tokens
+        ctx.op, ctx.batch, ctx.tokens, ctx.n_controls = op, batch, tokens, n_controls
         ctx.save_for_backward(*tensors, result)
         return result
 
@@ -104,7 +110,8 @@ class _FemSolve(torch.autograd.Function):
     def backward(ctx, grad_u: torch.Tensor):
         *tensors, result = ctx.saved_tensors
         problem = ctx.op.problem
-        needed = list(ctx.needs_input_grad[2:])
+        needed = list(ctx.needs_input_grad[3:3 + ctx.n_controls])
+        need_params = any(ctx.needs_input_grad[3 + ctx.n_controls:])
         grad_host = grad_u.detach().to("cpu", torch.float64).numpy()
         error = None
         if grad_host.shape != tuple(result.shape):
@@ -119,15 +126,33 @@ class _FemSolve(torch.autograd.Function):
         states = result.detach().cpu().numpy()
         n = len(samples)
         per_sample: list[list[np.ndarray | None]] = [None] * n  # type: ignore[list-item]
+        param_grads: list[torch.Tensor | None] = [None] * len(problem.ml_parameters)
+
+        def collect(b: int) -> None:
+            per_sample[b] = problem.control_gradients(needed)
+            if need_params:
+                for i, g in enumerate(problem.parameter_gradients()):
+                    if g is not None:
+                        param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
+
+        if ctx.batch is not None and n > 1 and problem.shares_factorisation:
+            lams = problem.solve_adjoint_many(grad_host)   # one multi-RHS adjoint solve
+            for b in range(n):
+                problem.set_state(samples[b], states[b])
+                problem.update_ml()
+                problem.set_adjoint(lams[b])
+                collect(b)
         # Last solved sample first: its operator may still be factorised.
         for b in reversed(range(n)):
+            if per_sample[b] is not None:
+                continue
             u_b = states[b] if ctx.batch is not None else states
             g_b = grad_host[b] if ctx.batch is not None else grad_host
             problem.set_state(samples[b], u_b)
             problem.solve_adjoint(g_b, ctx.tokens[b])
-            per_sample[b] = problem.control_gradients(needed)
+            collect(b)
 
-        grads: list[torch.Tensor | None] = [None, None]
+        grads: list[torch.Tensor | None] = [None, None, None]
         for i, (t, c) in enumerate(zip(tensors, problem.controls, strict=True)):
             if not needed[i]:
                 grads.append(None)
@@ -138,4 +163,6 @@ class _FemSolve(torch.autograd.Function):
             else:
                 g = np.sum(parts, axis=0) if n > 1 else parts[0]
             grads.append(torch.from_numpy(np.asarray(g)).to(device=t.device, dtype=t.dtype))
+        for p, g in zip(problem.ml_parameters, param_grads, strict=True):
+            grads.append(None if g is None else g.to(device=p.device, dtype=p.dtype))
         return tuple(grads)

@@ -11,6 +11,8 @@ import ufl
 
 from deepnum_fem.fem.controls import Control
 from deepnum_fem.ops._inputs import check_inputs, host_values, is_batched
+from deepnum_fem.ops.ml_operator import lower as lower_ml
+from deepnum_fem.ops.ml_operator import ml_parameter_gradients, unique_parameters
 
 
 class Functional:
@@ -31,8 +33,11 @@ class Functional:
             if m not in present:
                 raise ValueError(f"input {i} ({getattr(m, 'name', 'Constant')}) does not appear in the form")
         opts = {"jit_options": jit_options, "form_compiler_options": form_compiler_options}
+        form, self.ml_models = lower_ml(form)
         self.form = dolfinx.fem.form(form, **opts)
         self.inputs = [Control(m, form, None, **opts) for m in inputs]
+        self.ml_cotangents = [Control(m.N0, form, None, **opts) for m in self.ml_models]
+        self.ml_parameters = unique_parameters(self.ml_models)
         self.comm = self.form.mesh.comm
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
@@ -43,10 +48,12 @@ class Functional:
             ``(batch,)`` for batched inputs), on the inputs' device.
         """
         batch = check_inputs("functional", tensors, self.inputs, self.comm)
-        return _Assemble.apply(self, batch, *tensors)
+        return _Assemble.apply(self, batch, len(tensors), *tensors, *self.ml_parameters)
 
     def value(self) -> float:
         """Global value with the inputs' current values (collective)."""
+        for m in self.ml_models:
+            m.update()
         return self.comm.allreduce(dolfinx.fem.assemble_scalar(self.form))
 
 
@@ -66,7 +73,8 @@ def functional(form: ufl.Form, inputs: Sequence, **kwargs) -> Functional:
 
 class _Assemble(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, J: Functional, batch: int | None, *tensors: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, J: Functional, batch: int | None, n_inputs: int, *inputs: torch.Tensor) -> torch.Tensor:
+        tensors = inputs[:n_inputs]
         values = []
         for sample in host_values(tensors, J.inputs, batch):
             for c, v in zip(J.inputs, sample, strict=True):
@@ -74,7 +82,7 @@ class _Assemble(torch.autograd.Function):
             values.append(J.value())
         out = torch.tensor(values if batch is not None else values[0], dtype=torch.float64,
                            device=tensors[0].device)
-        ctx.J, ctx.batch = J, batch
+        ctx.J, ctx.batch, ctx.n_inputs = J, batch, n_inputs
         ctx.save_for_backward(*tensors)
         return out
 
@@ -83,17 +91,26 @@ class _Assemble(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         tensors = ctx.saved_tensors
         J: Functional = ctx.J
-        needed = ctx.needs_input_grad[2:]
+        needed = ctx.needs_input_grad[3:3 + ctx.n_inputs]
+        need_params = any(ctx.needs_input_grad[3 + ctx.n_inputs:])
+        param_grads: list[torch.Tensor | None] = [None] * len(J.ml_parameters)
         g_out = grad_out.detach().to("cpu", torch.float64).numpy()
         samples = host_values(tensors, J.inputs, ctx.batch)
         per_sample = []
         for b, sample in enumerate(samples):
             for c, v in zip(J.inputs, sample, strict=True):
                 c.assign(v)
+            for m in J.ml_models:
+                m.update()
             weight = float(g_out[b] if ctx.batch is not None else g_out)
             per_sample.append([weight * c.assemble() if need else None
                                for c, need in zip(J.inputs, needed, strict=True)])
-        grads: list[torch.Tensor | None] = [None, None]
+            if need_params:
+                for i, g in enumerate(ml_parameter_gradients(J.ml_models, J.ml_cotangents, J.ml_parameters,
+                                                             scale=weight)):
+                    if g is not None:
+                        param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
+        grads: list[torch.Tensor | None] = [None, None, None]
         for i, (t, c) in enumerate(zip(tensors, J.inputs, strict=True)):
             if not needed[i]:
                 grads.append(None)
@@ -104,4 +121,6 @@ class _Assemble(torch.autograd.Function):
             else:
                 g = np.sum(parts, axis=0)
             grads.append(torch.from_numpy(np.asarray(g)).to(device=t.device, dtype=t.dtype))
+        for p, g in zip(J.ml_parameters, param_grads, strict=True):
+            grads.append(None if g is None else g.to(device=p.device, dtype=p.dtype))
         return tuple(grads)
