@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from mpi4py import MPI
 
+import dolfinx
+import dolfinx.fem as fem
+import dolfinx.mesh
 import numpy as np
 import pytest
 import torch
 import ufl
-
-import dolfinx
-import dolfinx.fem as fem
-import dolfinx.mesh
 
 import deepnum_fem as dnf
 
@@ -221,3 +220,80 @@ def test_cuda_network_matches_cpu(s):
         res.append((op(s.f0), fd.grad, [p.grad.cpu() for p in net.parameters()]))
     torch.testing.assert_close(res[0][0], res[1][0], rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(res[0][1], res[1][1], rtol=1e-8, atol=1e-12)
+
+
+class ClosureLearning:
+    """-0.05 Δu + N(u) = f_i for three sources; the truth is N*(u) = u^3 + u."""
+
+    def __init__(self, comm, n=10, seed=0):
+        st = Setup(comm=comm, n=n)
+        self.st, self.comm = st, comm
+        u, v, f = st.u, st.v, st.f
+        xy = st.xy
+        self.fs = torch.stack([torch.tensor(a * np.sin(np.pi * xy[:, 0]) * np.sin(np.pi * xy[:, 1]) + b)
+                               for a, b in [(8, 0), (-6, 3), (10, -4)]])
+
+        class Truth(torch.nn.Module):
+            def forward(self, x):
+                return x[:, 0] ** 3 + x[:, 0]
+
+        def residual(N):
+            return (0.05 * ufl.inner(ufl.grad(u), ufl.grad(v)) + N * v - f * v) * ufl.dx
+
+        truth = dnf.ml_operator(Truth(), operands=(u,), quadrature_degree=2)
+        with torch.no_grad():
+            self.U = dnf.fem_operator(residual(truth), u, controls=[f], bcs=[st.bc])(self.fs)
+        torch.manual_seed(seed)
+        self.net = torch.nn.Sequential(torch.nn.Linear(1, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16),
+                                       torch.nn.Tanh(), torch.nn.Linear(16, 1)).double()
+        N = dnf.ml_operator(self.net, operands=(u,), quadrature_degree=2)
+        self.op = dnf.fem_operator(residual(N), u, controls=[f], bcs=[st.bc])
+        self.count = comm.allreduce(self.U.numel())
+
+    def loss(self):
+        return dnf.parallel.sum(((self.op(self.fs) - self.U) ** 2).sum(), self.comm) / self.count
+
+    def closure_error(self) -> float:
+        """Relative L2 error of N_theta against N* over the observed states."""
+        with torch.no_grad():
+            x = self.U.reshape(-1, 1)
+            true = x[:, 0] ** 3 + x[:, 0]
+            err = dnf.parallel.sum(((self.net(x)[:, 0] - true) ** 2).sum(), self.comm)
+            ref = dnf.parallel.sum((true**2).sum(), self.comm)
+        return float((err / ref).sqrt())
+
+
+def test_learning_a_closure_recovers_it():
+    case = ClosureLearning(COMM)
+    opt = torch.optim.LBFGS(case.net.parameters(), lr=1, max_iter=20, history_size=20,
+                            line_search_fn="strong_wolfe")
+    history = []
+
+    def closure():
+        opt.zero_grad()
+        loss = case.loss()
+        loss.backward()
+        dnf.parallel.allreduce_gradients(case.net)
+        history.append(loss.item())
+        return loss
+
+    for _ in range(8):
+        opt.step(closure)
+    assert history[0] / min(history) >= 100, history
+    assert case.closure_error() < 5e-2
+
+
+def test_training_history_on_one_rank_equals_all_ranks():
+    histories = {}
+    for name, comm in (("self", MPI.COMM_SELF), ("world", COMM)):
+        case = ClosureLearning(comm, n=8, seed=1)
+        opt = torch.optim.Adam(case.net.parameters(), lr=1e-2)
+        histories[name] = []
+        for _ in range(5):
+            opt.zero_grad()
+            loss = case.loss()
+            loss.backward()
+            dnf.parallel.allreduce_gradients(case.net, comm=comm)
+            opt.step()
+            histories[name].append(loss.item())
+    np.testing.assert_allclose(histories["world"], histories["self"], rtol=1e-6)

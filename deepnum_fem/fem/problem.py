@@ -113,6 +113,11 @@ class AdjointProblem:
                 self._hook_ml_into_snes()
             self.adj_A = dolfinx.fem.petsc.create_matrix(self.J)
             self.adj_ksp = self._make_ksp(self.adj_A, f"{prefix}adjoint_", self.adjoint_petsc_options)
+            # Default adjoint: GMRES on dF/du(u*) preconditioned by the factorisation SNES already
+            # holds (of dF/du at the last iterate, close to u*): a few triangular solves instead
+            # of a new factorisation. Explicit adjoint_petsc_options switch it off.
+            self._recycle_ksp = (self._make_recycling_ksp(prefix) if adjoint_petsc_options is None else None)
+        self._newton_pc_token: object | None = None
         self._assembled_for: object | None = None   # token of the state the operator belongs to
         self._bc_mask = self._make_bc_mask()
 
@@ -126,6 +131,17 @@ class AdjointProblem:
         db = PETSc.Options()
         for k in options:   # keep the global options database clean
             db.delValue(f"{prefix}{k}")
+        return ksp
+
+    def _make_recycling_ksp(self, prefix: str) -> PETSc.KSP:
+        ksp = PETSc.KSP().create(self.comm)
+        ksp.setOptionsPrefix(f"{prefix}adjoint_recycled_")
+        ksp.setType("gmres")
+        ksp.setOperators(self.adj_A)
+        ksp.setTolerances(rtol=1e-12, atol=1e-50, max_it=40)
+        pc = ksp.getPC()
+        pc.setType("python")
+        pc.setPythonContext(_BorrowedPC(self._newton.solver.getKSP().getPC()))
         return ksp
 
     def _make_bc_mask(self) -> np.ndarray:
@@ -147,6 +163,8 @@ class AdjointProblem:
             self._solve_linear()
         else:
             self._solve_newton()
+            its = self._newton.solver.getIterationNumber()
+            self._newton_pc_token = token if its > 0 else None   # its = 0: SNES set up no PC
         self._assembled_for = token
         return owned_array(self.u).copy()
 
@@ -275,15 +293,32 @@ class AdjointProblem:
             A, ksp = self.adj_A, self.adj_ksp
             if getattr(self, "_adj_assembled_for", None) is not token:
                 self._assemble_operator(A)
-                ksp.setOperators(A)
                 self._adj_assembled_for = token
+                self._adj_factorised = False
+            self.b.getArray()[:] = rhs * self._bc_mask
+            if (self._recycle_ksp is not None and self._newton_pc_token is token
+                    and self._solve_with(self._recycle_ksp, check=False)):
+                self._assembled_for = token
+                self._finish_adjoint()
+                return
+            if not self._adj_factorised:
+                ksp.setOperators(A)
+                self._adj_factorised = True
         self._assembled_for = token
         self.b.getArray()[:] = rhs * self._bc_mask
+        self._solve_with(ksp, check=True)
+        self._finish_adjoint()
+
+    def _solve_with(self, ksp: PETSc.KSP, *, check: bool) -> bool:
         if self.symmetric:
             ksp.solve(self.b, self.x)
         else:
             ksp.solveTranspose(self.b, self.x)
-        self._check_ksp(ksp, "adjoint solve")
+        if check:
+            self._check_ksp(ksp, "adjoint solve")
+        return ksp.getConvergedReason() > 0
+
+    def _finish_adjoint(self) -> None:
         owned_array(self.lam)[:] = self.x.getArray(readonly=True)
         self.lam.x.scatter_forward()
 
@@ -359,8 +394,23 @@ class AdjointProblem:
             if obj is not None:
                 obj.destroy()
         self.ksp.destroy() if self.linear else self.adj_ksp.destroy()
+        if getattr(self, "_recycle_ksp", None) is not None:
+            self._recycle_ksp.destroy()
         for c in self.controls:
             c.destroy()
+
+
+class _BorrowedPC:
+    """PETSc python-PC context applying another solver's already set-up preconditioner."""
+
+    def __init__(self, pc: PETSc.PC):
+        self.pc = pc
+
+    def apply(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:
+        self.pc.apply(x, y)
+
+    def applyTranspose(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:  # noqa: N802 (PETSc's name)
+        self.pc.applyTranspose(x, y)
 
 
 def _reason_name(reason: int, cls) -> str:

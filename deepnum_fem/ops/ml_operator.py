@@ -21,14 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import basix.ufl
+import dolfinx.fem
+import dolfinx.mesh
 import numpy as np
 import torch
 import ufl
 from ufl.algorithms.analysis import extract_type
-
-import basix.ufl
-import dolfinx.fem
-import dolfinx.mesh
 
 from deepnum_fem.errors import NonFiniteError, ShapeError
 from deepnum_fem.parallel import broadcast_parameters, raise_on_any_rank
