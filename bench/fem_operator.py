@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -30,27 +28,12 @@ import dolfinx.mesh
 import numpy as np
 import torch
 import ufl
+from _common import log, timed  # bench/ is on sys.path when a script there runs
 
 import deepnum_fem as dnf
 from deepnum_fem.geometry import box_with_cavity
 
 COMM = MPI.COMM_WORLD
-
-
-def log(msg: str) -> None:
-    if COMM.rank == 0:
-        print(msg, flush=True)
-
-
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        COMM.Barrier()
-        t0 = time.perf_counter()
-        fn()
-        COMM.Barrier()
-        times.append(COMM.allreduce(time.perf_counter() - t0, op=MPI.MAX))
-    return statistics.median(times)
 
 
 def make_mesh(h: float, refine: bool):
@@ -154,6 +137,8 @@ def main() -> None:
     parser.add_argument("--h", type=float, default=None, help="gmsh size before one uniform refinement")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
+    parser.add_argument("--cases", default="mumps-k,mumps-f,batch16,gamg-k,newton,rollout",
+                        help="comma-separated subset of: %(default)s")
     args = parser.parse_args()
     h = args.h or (0.06 if args.quick else 0.03)
     repeats = args.repeats or (2 if args.quick else 3)
@@ -164,18 +149,25 @@ def main() -> None:
         f"mesh: gmsh box-with-cavity h={h} refined once, {msh.topology.index_map(3).size_global} tets, "
         f"median of {repeats}")
     rows = []
-    V, op, m0 = problem(msh, newton=False, controls="k")
-    rows.append(ratio_case("linear-mumps-k", V, op, m0, repeats, "LU (MUMPS)"))
-    V, op, m0 = problem(msh, newton=False, controls="f")
-    rows.append(ratio_case("linear-mumps-f", V, op, m0, repeats, "LU (MUMPS), cached"))
-    rows.append(batch_case(V, op, m0, repeats))
-    gamg = {"ksp_type": "cg", "pc_type": "gamg", "ksp_rtol": 1e-10}
-    V, op, m0 = problem(msh, newton=False, controls="k", petsc_options=gamg)
-    rows.append(ratio_case("linear-gamg-k", V, op, m0, repeats, "CG + GAMG, rtol 1e-10"))
-    V, op, m0 = problem(msh, newton=True, controls="f")
-    rows.append(ratio_case("newton", V, op, m0, repeats, "SNES Newton + MUMPS"))
+    cases = set(args.cases.split(","))
+    if "mumps-k" in cases:
+        V, op, m0 = problem(msh, newton=False, controls="k")
+        rows.append(ratio_case("linear-mumps-k", V, op, m0, repeats, "LU (MUMPS)"))
+    if cases & {"mumps-f", "batch16"}:
+        V, op, m0 = problem(msh, newton=False, controls="f")
+        if "mumps-f" in cases:
+            rows.append(ratio_case("linear-mumps-f", V, op, m0, repeats, "LU (MUMPS), cached"))
+        if "batch16" in cases:
+            rows.append(batch_case(V, op, m0, repeats))
+    if "gamg-k" in cases:
+        gamg = {"ksp_type": "cg", "pc_type": "gamg", "ksp_rtol": 1e-10}
+        V, op, m0 = problem(msh, newton=False, controls="k", petsc_options=gamg)
+        rows.append(ratio_case("linear-gamg-k", V, op, m0, repeats, "CG + GAMG, rtol 1e-10"))
+    if "newton" in cases:
+        V, op, m0 = problem(msh, newton=True, controls="f")
+        rows.append(ratio_case("newton", V, op, m0, repeats, "SNES Newton + MUMPS"))
     steps = 200
-    for every in (None, 20):
+    for every in ((None, 20) if "rollout" in cases else ()):
         res = rollout_memory(msh, steps, every)
         label = "no checkpoints" if every is None else f"checkpoint every {every}"
         log(f"{'rollout-memory':15s} dofs={res['dofs']:8d} ranks={COMM.size} {steps} steps, {label:22s} "

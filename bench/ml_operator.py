@@ -15,8 +15,6 @@ Run: ``mpirun -n N python bench/ml_operator.py [--quick] [--device cuda]``. Prin
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 from mpi4py import MPI
 
@@ -26,26 +24,11 @@ import dolfinx.mesh
 import numpy as np
 import torch
 import ufl
+from _common import log, timed  # bench/ is on sys.path when a script there runs
 
 import deepnum_fem as dnf
 
 COMM = MPI.COMM_WORLD
-
-
-def log(msg: str) -> None:
-    if COMM.rank == 0:
-        print(msg, flush=True)
-
-
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        COMM.Barrier()
-        t0 = time.perf_counter()
-        fn()
-        COMM.Barrier()
-        times.append(COMM.allreduce(time.perf_counter() - t0, op=MPI.MAX))
-    return statistics.median(times)
 
 
 class Cubic(torch.nn.Module):

@@ -97,3 +97,19 @@ def host_values(tensors: Sequence[torch.Tensor], controls: Sequence[Control],
         return [arrays]
     flags = [is_batched(t, c) for t, c in zip(tensors, controls, strict=True)]
     return [[a[b] if f else a for a, f in zip(arrays, flags, strict=True)] for b in range(batch)]
+
+
+def gather_gradients(tensors: Sequence[torch.Tensor], controls: Sequence[Control],
+                     per_sample: Sequence[Sequence[np.ndarray | None]], needed: Sequence[bool],
+                     batch: int | None) -> list[torch.Tensor | None]:
+    """Per-input gradients from per-sample host arrays: stacked for a batched input, summed
+    over samples for a shared one, on the input's device and dtype."""
+    grads: list[torch.Tensor | None] = []
+    for i, (t, c) in enumerate(zip(tensors, controls, strict=True)):
+        if not needed[i]:
+            grads.append(None)
+            continue
+        parts = [sample[i] for sample in per_sample]
+        g = np.stack(parts) if batch is not None and is_batched(t, c) else np.sum(parts, axis=0)
+        grads.append(torch.from_numpy(np.asarray(g)).to(device=t.device, dtype=t.dtype))
+    return grads

@@ -11,7 +11,7 @@ import ufl
 
 from deepnum_fem.errors import NonFiniteError, ShapeError
 from deepnum_fem.fem.problem import AdjointProblem
-from deepnum_fem.ops._inputs import check_inputs, host_values, is_batched
+from deepnum_fem.ops._inputs import check_inputs, gather_gradients, host_values
 from deepnum_fem.parallel import raise_on_any_rank
 
 
@@ -153,16 +153,7 @@ class _FemSolve(torch.autograd.Function):
             collect(b)
 
         grads: list[torch.Tensor | None] = [None, None, None]
-        for i, (t, c) in enumerate(zip(tensors, problem.controls, strict=True)):
-            if not needed[i]:
-                grads.append(None)
-                continue
-            parts = [per_sample[b][i] for b in range(n)]
-            if ctx.batch is not None and is_batched(t, c):
-                g = np.stack(parts)
-            else:
-                g = np.sum(parts, axis=0) if n > 1 else parts[0]
-            grads.append(torch.from_numpy(np.asarray(g)).to(device=t.device, dtype=t.dtype))
+        grads += gather_gradients(tensors, problem.controls, per_sample, needed, ctx.batch)
         for p, g in zip(problem.ml_parameters, param_grads, strict=True):
             grads.append(None if g is None else g.to(device=p.device, dtype=p.dtype))
         return tuple(grads)

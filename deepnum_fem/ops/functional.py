@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import dolfinx.fem
-import numpy as np
 import torch
 import ufl
 
 from deepnum_fem.fem.controls import Control
-from deepnum_fem.ops._inputs import check_inputs, host_values, is_batched
+from deepnum_fem.ops._inputs import check_inputs, gather_gradients, host_values
 from deepnum_fem.ops.ml_operator import lower as lower_ml
 from deepnum_fem.ops.ml_operator import ml_parameter_gradients, unique_parameters
 
@@ -111,16 +110,7 @@ class _Assemble(torch.autograd.Function):
                     if g is not None:
                         param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
         grads: list[torch.Tensor | None] = [None, None, None]
-        for i, (t, c) in enumerate(zip(tensors, J.inputs, strict=True)):
-            if not needed[i]:
-                grads.append(None)
-                continue
-            parts = [p[i] for p in per_sample]
-            if ctx.batch is not None and is_batched(t, c):
-                g = np.stack(parts)
-            else:
-                g = np.sum(parts, axis=0)
-            grads.append(torch.from_numpy(np.asarray(g)).to(device=t.device, dtype=t.dtype))
+        grads += gather_gradients(tensors, J.inputs, per_sample, needed, ctx.batch)
         for p, g in zip(J.ml_parameters, param_grads, strict=True):
             grads.append(None if g is None else g.to(device=p.device, dtype=p.dtype))
         return tuple(grads)
