@@ -7,7 +7,7 @@
 #
 # A second run with everything in place only compares a stamp and returns.
 # Environment: DNF_PYTHON (a Python to use), DNF_CACHE (cache folder),
-# DNF_EXTRAS (pip extras, default "dolfinx,dev"), DNF_FORCE_BUILD=1 (build CPython
+# DNF_EXTRAS (pip extras, default "dolfinx,viz,dev"), DNF_FORCE_BUILD=1 (build CPython
 # even when a suitable Python exists; used to check that route).
 # Usage: scripts/bootstrap.sh [--python-only]   (--python-only: find or build Python, print it)
 set -euo pipefail
@@ -15,7 +15,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${DNF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/deepnum-fem}"
 venv="$repo/.venv"
-extras="${DNF_EXTRAS:-dolfinx,dev}"
+extras="${DNF_EXTRAS:-dolfinx,viz,dev}"
 
 say() { printf '[deepnum-fem setup] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }

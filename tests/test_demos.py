@@ -35,3 +35,13 @@ def test_quickstart_trains_and_agrees_on_one_and_two_ranks(tmp_path):
     assert parallel["ranks"] == 2 and parallel["dofs"] == serial["dofs"]
     assert parallel["misfit_final"] == pytest.approx(serial["misfit_final"], rel=1e-6)
     assert (tmp_path / "n2" / "source.xdmf").exists()
+
+
+@pytest.mark.skip_in_parallel
+def test_closure_learning_demo_on_one_and_two_ranks(tmp_path):
+    quick = ("--n", "10", "--steps", "6", "--target", "100")
+    serial = _run("closure_learning.py", 1, tmp_path / "n1", *quick)
+    parallel = _run("closure_learning.py", 2, tmp_path / "n2", *quick)
+    assert serial["closure_relative_l2_error_on_observed_states"] < 5e-2
+    assert parallel["misfit_initial"] == pytest.approx(serial["misfit_initial"], rel=1e-8)
+    assert (tmp_path / "n1" / "closure.png").exists()
