@@ -99,7 +99,6 @@ class AdjointProblem:
         # -(dF/dN0)^T lam: the per-point cotangent of each network's output
         self.ml_controls = [Control(m.N0, F, self.lam, **opts) for m in self.ml_models]
         self.ml_parameters = unique_parameters(self.ml_models)
-        self._ml_x: np.ndarray | None = None
 
         if self.linear:
             self.ksp = self._make_ksp(self.A, prefix, self.petsc_options)
@@ -212,7 +211,6 @@ class AdjointProblem:
     def _solve_newton(self) -> None:
         if self.initial_guess == "zero" or not np.all(np.isfinite(self.u.x.array)):
             self.u.x.array[:] = 0.0   # also: a failed earlier solve must not poison the next guess
-        self._ml_x = None   # the networks may have changed since the last solve: evaluate afresh
         self._callback_error = None
         self._newton.solve()
         snes = self._newton.solver
@@ -332,11 +330,10 @@ class AdjointProblem:
 
     # -- networks in the form ------------------------------------------------------------
     def update_ml(self) -> None:
-        """Evaluate every network at the current state (values and Jacobians at the points)."""
+        """Evaluate every network at the current state (values and Jacobians at the points);
+        a network whose operands and weights did not change is not run again."""
         for m in self.ml_models:
             m.update()
-        if self.ml_models:
-            self._ml_x = self.u.x.array.copy()
 
     def _hook_ml_into_snes(self) -> None:
         """Re-evaluate the networks whenever SNES asks for the residual at a new iterate."""
@@ -348,8 +345,7 @@ class AdjointProblem:
             x.ghostUpdate(addv=PETSc.InsertMode.INSERT, mode=PETSc.ScatterMode.FORWARD)
             x.copy(self.u.x.petsc_vec)
             self.u.x.scatter_forward()
-            if self._ml_x is None or not np.array_equal(self._ml_x, self.u.x.array):
-                self.update_ml()
+            self.update_ml()
 
         # An exception inside a PETSc callback would surface as an opaque PETSc error: keep it,
         # make SNES stop (NaN residual), and raise it after the solve (on every rank, as
