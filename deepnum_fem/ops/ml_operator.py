@@ -124,16 +124,17 @@ class MLModel:
                              f"{tuple(y.shape[1:])}, but the function space expects {self.value_shape}")
         return y.reshape(self.value_shape)
 
-    def update(self) -> None:
+    def update(self, *, force: bool = False) -> None:
         """Evaluate operands, network and its Jacobian at every owned point; store them (collective).
 
         The network is skipped when the operands and the weights are those of the last
-        evaluation (weights compared by storage and torch's in-place version counter).
+        evaluation (weights compared by storage and torch's in-place version counter), unless
+        ``force``.
         """
         X = self.operand_values()
         signature = tuple((p.data_ptr(), p._version) for p in self.net.parameters())
         unchanged = self._last is not None and self._last[1] == signature and torch.equal(self._last[0], X)
-        if self.comm.allreduce(int(unchanged), op=MPI.MIN):
+        if not force and self.comm.allreduce(int(unchanged), op=MPI.MIN):
             return
         error = None
         try:
