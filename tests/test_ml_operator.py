@@ -297,3 +297,20 @@ def test_training_history_on_one_rank_equals_all_ranks():
             opt.step()
             histories[name].append(loss.item())
     np.testing.assert_allclose(histories["world"], histories["self"], rtol=1e-6)
+
+
+def test_coordinates_and_a_time_constant_as_operands(s):
+    """A source S_theta(x, t): the Constant t is an operand; its tensor-valued output works too."""
+    u, v, f = s.u, s.v, s.f
+    t = fem.Constant(s.msh, 0.3)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 4)).double()
+    S = dnf.ml_operator(net, operands=(ufl.SpatialCoordinate(s.msh), t), quadrature_degree=2, value_shape=(2, 2))
+    F = (ufl.inner(ufl.grad(u), ufl.grad(v)) - ufl.inner(S * ufl.grad(u), ufl.grad(v))
+         - (ufl.tr(S) + f) * v) * ufl.dx
+    op = dnf.fem_operator(F, u, controls=[f, t], bcs=[s.bc])
+    assert op.linear
+    t0 = torch.tensor(0.3, dtype=torch.float64)
+    rates = dnf.taylor_test_parameters(lambda: s.J(op(s.f0, t0)), net, h0=1e-3)
+    assert min(rates) > 1.9, rates
+    rates = dnf.taylor_test(lambda m: s.J(op(s.f0, m)), t0, torch.tensor(1.0, dtype=torch.float64))
+    assert min(rates) > 1.9, rates

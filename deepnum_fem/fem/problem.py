@@ -76,6 +76,10 @@ class AdjointProblem:
 
         J = ufl.derivative(F, u, ufl.TrialFunction(self.V))
         self.linear = (not (depends_on(J, [u]) or ml_on_u)) if linear is None else bool(linear)
+        # Symmetric operators let the adjoint reuse the forward solve as it is; otherwise it is a
+        # transposed solve (same factorisation), which is always right. Symmetry is measured only
+        # for an operator that depends on no control: values at one state say nothing of others.
+        self._declared_symmetric = symmetric
         self.symmetric = symmetric
         self._operator_fixed = self.linear and not depends_on(J, [*controls, *ml_data])
         self._J_constants = [c for c in ufl.algorithms.analysis.extract_constants(J)
@@ -171,7 +175,7 @@ class AdjointProblem:
         A.zeroEntries()
         dolfinx.fem.petsc.assemble_matrix(A, self.J, bcs=self.bcs)
         A.assemble()
-        if self.symmetric is None:
+        if self._operator_fixed and self._declared_symmetric is None:
             self.symmetric = bool(A.isSymmetric(1e-10 * max(A.norm(), 1e-300)))
 
     def _operator_is_current(self) -> bool:
@@ -187,11 +191,11 @@ class AdjointProblem:
         return self._operator_fixed
 
     def _solve_linear(self) -> None:
+        self.u.x.array[:] = 0.0
+        self.update_ml()   # networks first: the operator may contain their Jacobians
         if not (self._operator_fixed and self._operator_is_current()):
             self._assemble_operator(self.A)
             self.ksp.setOperators(self.A)
-        self.u.x.array[:] = 0.0
-        self.update_ml()
         self._assemble_residual()
         self.ksp.solve(self.b, self.x)
         self._check_ksp(self.ksp, "forward linear solve")
@@ -236,7 +240,7 @@ class AdjointProblem:
         """
         if not self.shares_factorisation:
             raise DeepnumFemError("solve_many needs a linear problem whose operator depends on no control")
-        if not self._operator_is_current() or self.symmetric is None:
+        if not self._operator_is_current():
             self._assemble_operator(self.A)
             self.ksp.setOperators(self.A)
         rhs = np.empty((n_owned(self.u), len(samples)), order="F")
