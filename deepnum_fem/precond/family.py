@@ -1,0 +1,67 @@
+"""Operator families for training and testing preconditioners: variable-coefficient diffusion."""
+
+from __future__ import annotations
+
+from mpi4py import MPI
+from petsc4py import PETSc
+
+import dolfinx
+import dolfinx.fem
+import dolfinx.fem.petsc
+import dolfinx.mesh
+import numpy as np
+import ufl
+
+__all__ = ["diffusion_operator", "random_log_coefficient"]
+
+
+def random_log_coefficient(seed: int, *, modes: int = 4, contrast: float = 2.0):
+    """A smooth random field ``x -> exp(contrast * Σ a_k cos(...))`` of O(1) correlation length."""
+    rng = np.random.default_rng(seed)
+    amp = rng.normal(size=(modes, modes)) / np.arange(1, modes + 1)[:, None] / np.arange(1, modes + 1)[None, :]
+    phase = rng.uniform(0, 2 * np.pi, size=(modes, modes, 2))
+
+    def kappa(x: np.ndarray) -> np.ndarray:
+        s = np.zeros(x.shape[1])
+        for i in range(modes):
+            for j in range(modes):
+                s += amp[i, j] * np.cos(np.pi * (i + 1) * x[0] + phase[i, j, 0]) * np.cos(
+                    np.pi * (j + 1) * x[1] + phase[i, j, 1])
+        return np.exp(contrast * s / max(np.abs(amp).sum() ** 0.5, 1e-12))
+
+    return kappa
+
+
+def diffusion_operator(msh: dolfinx.mesh.Mesh, seed: int, *, degree: int = 1, reaction: float = 0.0,
+                       dirichlet: bool = True) -> PETSc.Mat:
+    """Assembled ``-div(κ grad u) + reaction u`` with a random ``κ`` (seeded), Dirichlet rows = I."""
+    V = dolfinx.fem.functionspace(msh, ("Lagrange", degree))
+    u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+    kappa = dolfinx.fem.Function(dolfinx.fem.functionspace(msh, ("Lagrange", 1)))
+    kappa.interpolate(random_log_coefficient(seed))
+    a = kappa * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx
+    if reaction:
+        a += reaction * u * v * ufl.dx
+    bcs = []
+    if dirichlet:
+        tdim = msh.topology.dim
+        msh.topology.create_connectivity(tdim - 1, tdim)
+        facets = dolfinx.mesh.exterior_facet_indices(msh.topology)
+        bcs = [dolfinx.fem.dirichletbc(0.0, dolfinx.fem.locate_dofs_topological(V, tdim - 1, facets), V)]
+    A = dolfinx.fem.petsc.assemble_matrix(dolfinx.fem.form(a), bcs=bcs)
+    A.assemble()
+    return A
+
+
+def training_family(sizes=(8, 12, 16, 20), seeds=range(6), comm: MPI.Comm = MPI.COMM_SELF):
+    """Serial training matrices: unit squares of several sizes and coefficient draws."""
+    from deepnum_fem.precond.fsai import TrainingMatrix
+
+    mats = []
+    for n in sizes:
+        msh = dolfinx.mesh.create_unit_square(comm, n, n, diagonal=dolfinx.mesh.DiagonalType.crossed)
+        for s in seeds:
+            A = diffusion_operator(msh, seed=1000 * n + s)
+            mats.append(TrainingMatrix(A))
+            A.destroy()
+    return mats

@@ -1,0 +1,251 @@
+"""A learned factorised sparse approximate inverse (FSAI) preconditioner.
+
+For an SPD matrix ``A`` with diagonal ``D`` and ``Â = D^{-1/2} A D^{-1/2}``, a network predicts
+the values of a lower-triangular ``Ĝ`` on the pattern of ``tril(Â²)``; the preconditioner is
+
+    M = Gᵀ G,   G = Ĝ D^{-1/2},   so that  M ≈ A^{-1}  when  ĜᵀĜ ≈ Â^{-1}.
+
+``M`` is symmetric positive definite whenever ``Ĝ`` has a positive diagonal (the network's
+diagonal output passes through softplus), so it is used with CG. Each nonzero's value comes
+from an MLP on local graph features of the matrix: the scaled entries ``â_ij`` and
+``(Â²)_ij``, and at both ends the row's nonzero count and scaled row sum. The network
+is initialised so that ``Ĝ = I`` (Jacobi) and trained without solutions by minimising
+``E‖Â ĜᵀĜ r − r‖² / ‖r‖²`` over random ``r`` and over a family of operators.
+
+Parallel design: setup forms ``Â²`` with PETSc (``MatMatMult``), reads each rank's rows,
+fetches the column-node features it needs from their owners with one ``VecScatter`` per
+feature, evaluates the
+network on all local nonzeros at once and builds ``G`` as a distributed AIJ matrix;
+an application is ``G.mult`` then ``G.multTranspose`` (PETSc does the neighbour exchange).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from mpi4py import MPI
+from petsc4py import PETSc
+
+import numpy as np
+import torch
+
+from deepnum_fem.errors import DeepnumFemError, NonFiniteError
+
+__all__ = ["FSAINet", "LearnedFSAI", "factor_pattern", "fsai_loss", "train"]
+
+N_FEATURES = 7
+_SOFTPLUS_ONE = math.log(math.e - 1.0)   # softplus(_SOFTPLUS_ONE) == 1
+DEFAULT_MODEL = Path(__file__).with_name("fsai_default.pt")
+
+
+class FSAINet(torch.nn.Module):
+    """Values of ``Ĝ`` from per-nonzero features ``(n_nonzeros, 7)``; starts at ``Ĝ = I``."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(N_FEATURES, width), torch.nn.Tanh(),
+                                        torch.nn.Linear(width, width), torch.nn.Tanh(), torch.nn.Linear(width, 2))
+        torch.nn.init.zeros_(self.body[-1].weight)
+        torch.nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        out = self.body(features)
+        is_diag = features[:, 2] > 0.5
+        return torch.where(is_diag, torch.nn.functional.softplus(out[:, 0] + _SOFTPLUS_ONE), out[:, 1])
+
+
+def factor_pattern(A: PETSc.Mat) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pattern and features of ``Ĝ`` for the rows of ``A`` this rank owns (collective).
+
+    The pattern is ``tril(Â²)`` (two hops in the matrix graph). Per nonzero ``(i, j)`` the
+    features are ``[â_ij, (Â²)_ij, i == j, deg_i / 10, deg_j / 10, s_i, s_j]`` with ``deg`` the
+    row's nonzero count in ``A`` and ``s`` the row sum of ``Â``. Returns global ``rows``,
+    ``cols``, the features and the diagonal ``a_jj`` at each nonzero's column.
+    """
+    comm = A.getComm().tompi4py()
+    rstart, rend = A.getOwnershipRange()
+    n_local = rend - rstart
+    diag_vec = A.getDiagonal()
+    diag = diag_vec.getArray(readonly=True)
+    bad = int(np.any(diag <= 0))
+    if comm.allreduce(bad, op=MPI.MAX):
+        raise DeepnumFemError("LearnedFSAI needs a matrix with a positive diagonal (an SPD operator)"
+                              + ("" if bad else ": another rank found a non-positive diagonal entry"))
+    scale = diag_vec.duplicate()
+    scale.getArray()[:] = 1.0 / np.sqrt(diag)
+    Ahat = A.duplicate(copy=True)
+    Ahat.diagonalScale(scale, scale)
+    A2 = Ahat.matMult(Ahat)
+    p1, c1, v1 = Ahat.getValuesCSR()
+    p2, c2, v2 = A2.getValuesCSR()
+    r1 = rstart + np.repeat(np.arange(n_local), np.diff(p1))
+    r2 = rstart + np.repeat(np.arange(n_local), np.diff(p2))
+    N = A.getSize()[0]
+    keys1 = r1.astype(np.int64) * N + c1
+    keys2 = r2.astype(np.int64) * N + c2
+    lower = c2 <= r2
+    rows, cols, sq = r2[lower], c2[lower].astype(np.int64), v2[lower]
+    at = np.clip(np.searchsorted(keys1, keys2[lower]), 0, len(keys1) - 1)
+    ahat = np.where(keys1[at] == keys2[lower], v1[at], 0.0)
+
+    node = diag_vec.duplicate()
+    needed = np.unique(cols)
+    where = np.searchsorted(needed, cols)
+    deg = np.diff(p1).astype(float)
+    rsum = np.bincount(r1 - rstart, weights=v1, minlength=n_local)
+    col_diag = _gather(diag_vec, needed)[where]
+    node.getArray()[:] = deg
+    col_deg = _gather(node, needed)[where]
+    node.getArray()[:] = rsum
+    col_sum = _gather(node, needed)[where]
+    li = rows - rstart
+    features = np.stack([ahat, sq, (rows == cols).astype(float), deg[li] / 10.0, col_deg / 10.0,
+                         rsum[li], col_sum], axis=1)
+    for obj in (scale, Ahat, A2, node, diag_vec):
+        obj.destroy()
+    return rows, cols, features, col_diag
+
+
+def _spmm(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
+    return torch.zeros(n, x.shape[1], dtype=x.dtype).index_add_(0, rows, vals[:, None] * x[cols])
+
+
+class TrainingMatrix:
+    """One SPD matrix of the training family, on one process, as torch COO arrays."""
+
+    def __init__(self, A: PETSc.Mat):
+        if A.getComm().getSize() != 1:
+            raise DeepnumFemError("training matrices live on one process (assemble them on MPI.COMM_SELF)")
+        rows, cols, features, _ = factor_pattern(A)
+        self.n = A.getSize()[0]
+        self.features = torch.from_numpy(features)
+        self.g_rows, self.g_cols = torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(cols)
+        indptr, indices, data = A.getValuesCSR()
+        a_rows = np.repeat(np.arange(self.n), np.diff(indptr))
+        diag = A.getDiagonal().getArray(readonly=True)
+        self.a_rows, self.a_cols = torch.from_numpy(a_rows.astype(np.int64)), torch.from_numpy(indices.astype(np.int64))
+        self.a_vals = torch.from_numpy(data / np.sqrt(diag[a_rows] * diag[indices]))
+
+
+def fsai_loss(net: FSAINet, mat: TrainingMatrix, n_vectors: int = 8,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """``mean ‖Â ĜᵀĜ r − r‖² / ‖r‖²`` over random Gaussian ``r`` (no solutions needed)."""
+    g = net(mat.features)
+    r = torch.randn(mat.n, n_vectors, dtype=torch.float64, generator=generator)
+    t = _spmm(mat.g_rows, mat.g_cols, g, r, mat.n)           # Ĝ r
+    t = _spmm(mat.g_cols, mat.g_rows, g, t, mat.n)           # Ĝᵀ Ĝ r
+    t = _spmm(mat.a_rows, mat.a_cols, mat.a_vals, t, mat.n)  # Â Ĝᵀ Ĝ r
+    return (((t - r) ** 2).sum(0) / (r**2).sum(0)).mean()
+
+
+def train(net: FSAINet, matrices: list[TrainingMatrix], *, steps: int = 300, lr: float = 3e-3,
+          n_vectors: int = 8, seed: int = 0, checkpoint: Path | None = None, every: int = 50,
+          log=print) -> list[float]:
+    """Adam on :func:`fsai_loss`, cycling through ``matrices``; resumes from ``checkpoint``.
+
+    Returns the loss history (this call's steps). The checkpoint holds the network, the
+    optimiser and the step, written every ``every`` steps and at the end.
+    """
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    start = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = torch.load(checkpoint, weights_only=True)
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+        log(f"resumed from {checkpoint} at step {start}")
+    history = []
+    for step in range(start, steps):
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)   # per step: resuming is exact
+        opt.zero_grad()
+        loss = fsai_loss(net, matrices[step % len(matrices)], n_vectors, gen)
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+        if (step + 1) % every == 0 or step + 1 == steps:
+            log(f"step {step + 1:5d}/{steps}  loss {np.mean(history[-every:]):.4e}")
+            if checkpoint is not None:
+                torch.save({"net": net.state_dict(), "optimizer": opt.state_dict(), "step": step + 1}, checkpoint)
+    return history
+
+
+class LearnedFSAI:
+    """PETSc python-PC context applying ``M = Gᵀ G`` with ``G`` predicted by an :class:`FSAINet`.
+
+    Usable by object (``pc.setType("python"); pc.setPythonContext(LearnedFSAI(net))``) or by
+    options (``-pc_type python -pc_python_type deepnum_fem.precond.fsai.LearnedFSAI``), which
+    loads the model in ``$DNF_FSAI_MODEL`` or the bundled one. Symmetric positive definite:
+    use CG.
+    """
+
+    linear = True
+    symmetric = True
+
+    def __init__(self, net: FSAINet | None = None, *, device: str = "cpu"):
+        self.net = net if net is not None else load_model()
+        self.device = torch.device(device)
+        self.G: PETSc.Mat | None = None
+        self.t: PETSc.Vec | None = None
+        self.error = None
+        self.setup_seconds = 0.0
+
+    def setUp(self, pc: PETSc.PC) -> None:  # noqa: N802 (PETSc's name)
+        import time
+
+        t0 = time.perf_counter()
+        _, P = pc.getOperators()
+        if self.G is not None:
+            self.G.destroy()
+        self.G = build_factor(P, self.net, self.device)
+        self.t = self.G.createVecLeft()
+        self.setup_seconds = time.perf_counter() - t0
+
+    def apply(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:
+        self.G.mult(x, self.t)
+        self.G.multTranspose(self.t, y)
+
+    applyTranspose = apply  # noqa: N815 (PETSc's name); M is symmetric
+
+
+def load_model(path: str | Path | None = None) -> FSAINet:
+    import os
+
+    path = Path(path or os.environ.get("DNF_FSAI_MODEL", DEFAULT_MODEL))
+    if not path.exists():
+        raise DeepnumFemError(f"no FSAI model at {path}; train one (deepnum_fem.precond.fsai.train) or set "
+                              "DNF_FSAI_MODEL")
+    state = torch.load(path, weights_only=True)
+    net = FSAINet(width=int(state.get("width", 32))).double()
+    net.load_state_dict(state["net"])
+    return net
+
+
+def build_factor(A: PETSc.Mat, net: FSAINet, device: torch.device | str = "cpu") -> PETSc.Mat:
+    """The distributed lower-triangular ``G`` for the rows of ``A`` this rank owns (collective)."""
+    comm = A.getComm().tompi4py()
+    rstart, rend = A.getOwnershipRange()
+    rows, cols, features, col_diag = factor_pattern(A)
+    with torch.no_grad():
+        ghat = net.to(device)(torch.from_numpy(features).to(device, torch.float64)).cpu().numpy()
+    values = ghat / np.sqrt(col_diag)
+    if comm.allreduce(int(not np.all(np.isfinite(values))), op=MPI.MAX):
+        raise NonFiniteError("LearnedFSAI: the network produced NaN/Inf factor values")
+    counts = np.bincount(rows - rstart, minlength=rend - rstart)
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(PETSc.IntType)
+    G = PETSc.Mat().createAIJ(A.getSizes(), comm=A.getComm())
+    G.setPreallocationCSR((indptr, cols.astype(PETSc.IntType), values))
+    G.assemble()
+    return G
+
+
+def _gather(vec: PETSc.Vec, indices: np.ndarray) -> np.ndarray:
+    """Values of the distributed ``vec`` at global ``indices`` (one VecScatter)."""
+    target = PETSc.Vec().createSeq(len(indices), comm=PETSc.COMM_SELF)
+    index_set = PETSc.IS().createGeneral(indices.astype(PETSc.IntType), comm=PETSc.COMM_SELF)
+    scatter = PETSc.Scatter().create(vec, index_set, target, None)
+    scatter.scatter(vec, target, PETSc.InsertMode.INSERT, PETSc.ScatterMode.FORWARD)
+    out = target.getArray(readonly=True).copy()
+    for obj in (scatter, index_set, target):
+        obj.destroy()
+    return out

@@ -1,0 +1,106 @@
+"""A torch model as a PETSc preconditioner (PC type ``python``), applied rank-locally.
+
+Design: each rank hands the model the owned block of the residual, ``y_owned = model(r_owned)``
+(shape ``(n_owned,)`` in, the same out), with one host->device and one device->host transfer
+per application. The model sees no neighbour values; a model that needs them must be built on
+a PETSc matrix (as :mod:`deepnum_fem.precond.fsai` is). Errors (wrong output shape, NaN/Inf)
+are decided on all ranks together and stop the Krylov solve on every rank.
+"""
+
+from __future__ import annotations
+
+from mpi4py import MPI
+from petsc4py import PETSc
+
+import numpy as np
+import torch
+
+from deepnum_fem.errors import DeepnumFemError, NonFiniteError, ShapeError
+
+__all__ = ["TorchPC", "solve"]
+
+
+class TorchPC:
+    """PETSc python-PC context: ``y = model(x)`` on each rank's owned block.
+
+    Args:
+        model: Maps a 1D tensor (the owned residual entries) to one of the same shape.
+        device: Where the model runs.
+        dtype: The model's dtype; float64 by default.
+        linear: Whether the model is linear in its input (then CG/GMRES are valid with it);
+            nonlinear models need a flexible Krylov method (FGMRES), see :func:`ksp_type_for`.
+        symmetric: Whether the (linear) model is symmetric positive definite, allowing CG.
+    """
+
+    def __init__(self, model: torch.nn.Module | None = None, *, device: str = "cpu",
+                 dtype: torch.dtype = torch.float64, linear: bool = False, symmetric: bool = False):
+        self.model = model
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.linear = linear
+        self.symmetric = symmetric and linear
+        self.error: DeepnumFemError | None = None
+        self.applications = 0
+
+    def setUp(self, pc: PETSc.PC) -> None:  # noqa: N802 (PETSc's name)
+        if self.model is None:
+            raise DeepnumFemError("TorchPC has no model: pass one to TorchPC(model) and pc.setPythonContext")
+
+    def apply(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:
+        self.applications += 1
+        r = torch.from_numpy(x.getArray(readonly=True).copy()).to(self.device, self.dtype)
+        error: DeepnumFemError | None = None
+        with torch.no_grad():
+            out = self.model(r)
+        if tuple(out.shape) != tuple(r.shape):
+            error = ShapeError(f"TorchPC: the model must return the residual's shape {tuple(r.shape)} "
+                               f"(owned entries on this rank), got {tuple(out.shape)}")
+        else:
+            values = out.detach().to("cpu", torch.float64).numpy()
+            if not np.all(np.isfinite(values)):
+                error = NonFiniteError(f"TorchPC: the model returned {int((~np.isfinite(values)).sum())} "
+                                       "NaN/Inf value(s) on this rank")
+        _decide_together(error, x.getComm().tompi4py(), self)
+        y.getArray()[:] = values
+
+    def applyTranspose(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:  # noqa: N802
+        if not self.symmetric:
+            raise DeepnumFemError("TorchPC: a transposed application needs symmetric=True")
+        self.apply(pc, x, y)
+
+
+def _decide_together(error: DeepnumFemError | None, comm: MPI.Comm, ctx) -> None:
+    """Raise on every rank if any rank has an error; keep it on the context for :func:`solve`."""
+    failed = comm.allreduce(int(error is not None), op=MPI.MAX)
+    if not failed:
+        return
+    reports = comm.allgather(None if error is None else f"{type(error).__name__}: {error}")
+    rank, message = next((r, m) for r, m in enumerate(reports) if m is not None)
+    ctx.error = error if error is not None else DeepnumFemError(f"[rank {rank}] {message}")
+    raise ctx.error
+
+
+def ksp_type_for(ctx) -> str:
+    """The Krylov method a preconditioner allows: CG for SPD, GMRES for linear, else FGMRES."""
+    if getattr(ctx, "symmetric", False):
+        return "cg"
+    return "gmres" if getattr(ctx, "linear", False) else "fgmres"
+
+
+def solve(ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> int:
+    """``ksp.solve(b, x)`` that turns a deepnum-fem preconditioner's failure (or divergence)
+    into a clear :class:`DeepnumFemError` on every rank. Returns the iteration count."""
+    ctx = ksp.getPC().getPythonContext() if ksp.getPC().getType() == "python" else None
+    if ctx is not None:
+        ctx.error = None
+    try:
+        ksp.solve(b, x)
+    except PETSc.Error as e:
+        if ctx is not None and ctx.error is not None:
+            raise ctx.error from None
+        raise DeepnumFemError(f"KSP solve failed inside PETSc: {e}") from e
+    reason = ksp.getConvergedReason()
+    if reason < 0:
+        raise DeepnumFemError(f"KSP ({ksp.getType()}, PC {ksp.getPC().getType()}) diverged: reason {reason} "
+                              f"after {ksp.getIterationNumber()} iterations, residual {ksp.getResidualNorm():.3e}")
+    return ksp.getIterationNumber()

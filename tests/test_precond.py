@@ -1,0 +1,172 @@
+"""Torch-backed PETSc preconditioners: TorchPC and the learned FSAI."""
+
+from __future__ import annotations
+
+from mpi4py import MPI
+from petsc4py import PETSc
+
+import dolfinx
+import dolfinx.mesh
+import numpy as np
+import pytest
+import torch
+
+import deepnum_fem as dnf
+from deepnum_fem.precond import FSAINet, LearnedFSAI, TorchPC, fsai_loss, ksp_type_for, solve, train
+from deepnum_fem.precond.family import diffusion_operator, training_family
+
+COMM = MPI.COMM_WORLD
+HELD_OUT_SEED = 987654   # not among the training seeds (1000 n + s, s < 6)
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    msh = dolfinx.mesh.create_unit_square(COMM, 32, 32, diagonal=dolfinx.mesh.DiagonalType.crossed)
+    A = diffusion_operator(msh, seed=HELD_OUT_SEED)
+    b = A.createVecLeft()
+    b.getArray()[:] = np.random.default_rng(COMM.rank).normal(size=b.getLocalSize())
+    yield A, b
+    A.destroy()
+    b.destroy()
+
+
+def _krylov(A, ksp_type, setup_pc, rtol=1e-10):
+    ksp = PETSc.KSP().create(A.getComm())
+    ksp.setOperators(A)
+    ksp.setType(ksp_type)
+    ksp.setTolerances(rtol=rtol, atol=1e-50, max_it=5000)
+    setup_pc(ksp.getPC())
+    return ksp
+
+
+def _direct(A, b):
+    ksp = PETSc.KSP().create(A.getComm())
+    ksp.setOperators(A)
+    ksp.setType("preonly")
+    ksp.getPC().setType("lu")
+    ksp.getPC().setFactorSolverType("mumps")
+    x = A.createVecRight()
+    ksp.solve(b, x)
+    return x
+
+
+def _python_pc(ctx):
+    def setup(pc):
+        pc.setType("python")
+        pc.setPythonContext(ctx)
+    return setup
+
+
+def _relative_difference(x, y) -> float:
+    d = x.copy()
+    d.axpy(-1.0, y)
+    return d.norm() / y.norm()
+
+
+def test_learned_fsai_cg_matches_direct_and_beats_jacobi(held_out):
+    A, b = held_out
+    ctx = LearnedFSAI()
+    assert ksp_type_for(ctx) == "cg"
+    x = A.createVecRight()
+    its = solve(_krylov(A, "cg", _python_pc(ctx)), b, x)
+    assert _relative_difference(x, _direct(A, b)) < 1e-8
+    jac = A.createVecRight()
+    its_jacobi = solve(_krylov(A, "cg", lambda pc: pc.setType("jacobi")), b, jac)
+    assert its < 0.6 * its_jacobi, (its, its_jacobi)
+
+
+def test_learned_fsai_by_options(held_out):
+    A, b = held_out
+    ksp = PETSc.KSP().create(A.getComm())
+    ksp.setOperators(A)
+    ksp.setOptionsPrefix("dnf_fsai_test_")
+    opts = PETSc.Options()
+    for k, v in {"ksp_type": "cg", "pc_type": "python", "ksp_rtol": 1e-10,
+                 "pc_python_type": "deepnum_fem.precond.fsai.LearnedFSAI"}.items():
+        opts[f"dnf_fsai_test_{k}"] = v
+    ksp.setFromOptions()
+    for k in ("ksp_type", "pc_type", "ksp_rtol", "pc_python_type"):
+        opts.delValue(f"dnf_fsai_test_{k}")
+    x = A.createVecRight()
+    solve(ksp, b, x)
+    assert isinstance(ksp.getPC().getPythonContext(), LearnedFSAI)
+    assert _relative_difference(x, _direct(A, b)) < 1e-8
+
+
+def test_learned_fsai_is_symmetric_positive_definite():
+    """M assembled column by column on a small serial operator: symmetric, eigenvalues > 0."""
+    msh = dolfinx.mesh.create_unit_square(MPI.COMM_SELF, 6, 6)
+    A = diffusion_operator(msh, seed=HELD_OUT_SEED)
+    ctx = LearnedFSAI()
+    pc = PETSc.PC().create(MPI.COMM_SELF)
+    pc.setOperators(A)
+    pc.setType("python")
+    pc.setPythonContext(ctx)
+    pc.setUp()
+    n = A.getSize()[0]
+    M = np.zeros((n, n))
+    e, y = A.createVecRight(), A.createVecLeft()
+    for j in range(n):
+        e.set(0.0)
+        e.setValue(j, 1.0)
+        e.assemble()
+        pc.apply(e, y)
+        M[:, j] = y.getArray()
+    np.testing.assert_allclose(M, M.T, atol=1e-12 * np.abs(M).max())
+    assert np.linalg.eigvalsh(M).min() > 0
+
+
+def test_training_lowers_the_loss_and_resumes_exactly(mpi_tmp_path):
+    mats = training_family(sizes=(6, 8), seeds=range(2))
+    torch.manual_seed(0)
+    net = FSAINet().double()
+    gen = torch.Generator().manual_seed(5)
+    before = float(fsai_loss(net, mats[0], 64, gen).detach())
+    straight = train(net, mats, steps=40, checkpoint=None, every=20, log=lambda m: None)
+    gen = torch.Generator().manual_seed(5)
+    assert float(fsai_loss(net, mats[0], 64, gen).detach()) < 0.7 * before
+    # stop after 20 steps, resume from the checkpoint: the same 40-step history
+    torch.manual_seed(0)
+    net2 = FSAINet().double()
+    ckpt = mpi_tmp_path / f"fsai-rank{COMM.rank}.pt"   # each rank trains its own serial copy
+    first = train(net2, mats, steps=20, checkpoint=ckpt, every=10, log=lambda m: None)
+    net3 = FSAINet().double()
+    second = train(net3, mats, steps=40, checkpoint=ckpt, every=10, log=lambda m: None)
+    np.testing.assert_allclose(first + second, straight, rtol=1e-10)
+
+
+class _Scale(torch.nn.Module):
+    def forward(self, r):
+        return 0.5 * r
+
+
+def test_torch_pc_converges_to_the_direct_solution(held_out):
+    A, b = held_out
+    ctx = TorchPC(_Scale(), linear=True, symmetric=True)
+    x = A.createVecRight()
+    solve(_krylov(A, ksp_type_for(ctx), _python_pc(ctx)), b, x)
+    assert ctx.applications > 1
+    assert _relative_difference(x, _direct(A, b)) < 1e-8
+    assert ksp_type_for(TorchPC(_Scale())) == "fgmres"
+
+
+def test_torch_pc_wrong_shape_fails_on_every_rank(held_out):
+    A, b = held_out
+
+    class Longer(torch.nn.Module):
+        def forward(self, r):
+            return torch.cat([r, r[:1]]) if COMM.rank == COMM.size - 1 else r
+
+    with pytest.raises(dnf.DeepnumFemError, match=r"residual's shape"):
+        solve(_krylov(A, "fgmres", _python_pc(TorchPC(Longer()))), b, A.createVecRight())
+
+
+def test_torch_pc_nan_fails_on_every_rank(held_out):
+    A, b = held_out
+
+    class Poisoned(torch.nn.Module):
+        def forward(self, r):
+            return r * float("nan") if COMM.rank == 0 else r
+
+    with pytest.raises(dnf.DeepnumFemError, match="NaN/Inf"):
+        solve(_krylov(A, "fgmres", _python_pc(TorchPC(Poisoned()))), b, A.createVecRight())
