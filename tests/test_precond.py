@@ -16,7 +16,7 @@ from deepnum_fem.precond import FSAINet, LearnedFSAI, TorchPC, fsai_loss, ksp_ty
 from deepnum_fem.precond.family import diffusion_operator, training_family
 
 COMM = MPI.COMM_WORLD
-HELD_OUT_SEED = 987654   # not among the training seeds (1000 n + s, s < 6)
+HELD_OUT_SEED = 987654   # not among the training seeds (1000 k + s, s < 6)
 
 
 @pytest.fixture(scope="module")

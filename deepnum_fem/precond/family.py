@@ -53,15 +53,19 @@ def diffusion_operator(msh: dolfinx.mesh.Mesh, seed: int, *, degree: int = 1, re
     return A
 
 
-def training_family(sizes=(8, 12, 16, 20), seeds=range(6), comm: MPI.Comm = MPI.COMM_SELF):
-    """Serial training matrices: unit squares of several sizes and coefficient draws."""
+def training_family(sizes=(8, 12, 16, 20), sizes_3d=(4, 6, 8), seeds=range(6),
+                    comm: MPI.Comm = MPI.COMM_SELF):
+    """Serial training matrices: unit squares (crossed diagonals) and unit cubes of several
+    sizes, each with several seeded coefficient fields."""
     from deepnum_fem.precond.fsai import TrainingMatrix
 
+    meshes = [dolfinx.mesh.create_unit_square(comm, n, n, diagonal=dolfinx.mesh.DiagonalType.crossed)
+              for n in sizes]
+    meshes += [dolfinx.mesh.create_unit_cube(comm, n, n, n) for n in sizes_3d]
     mats = []
-    for n in sizes:
-        msh = dolfinx.mesh.create_unit_square(comm, n, n, diagonal=dolfinx.mesh.DiagonalType.crossed)
+    for k, msh in enumerate(meshes):
         for s in seeds:
-            A = diffusion_operator(msh, seed=1000 * n + s)
+            A = diffusion_operator(msh, seed=1000 * (k + 1) + s)
             mats.append(TrainingMatrix(A))
             A.destroy()
     return mats

@@ -22,6 +22,7 @@ an application is ``G.mult`` then ``G.multTranspose`` (PETSc does the neighbour 
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 from mpi4py import MPI
@@ -189,10 +190,10 @@ class LearnedFSAI:
         self.t: PETSc.Vec | None = None
         self.error = None
         self.setup_seconds = 0.0
+        self.applications = 0
+        self.apply_seconds = 0.0
 
     def setUp(self, pc: PETSc.PC) -> None:  # noqa: N802 (PETSc's name)
-        import time
-
         t0 = time.perf_counter()
         _, P = pc.getOperators()
         if self.G is not None:
@@ -202,8 +203,11 @@ class LearnedFSAI:
         self.setup_seconds = time.perf_counter() - t0
 
     def apply(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:
+        t0 = time.perf_counter()
         self.G.mult(x, self.t)
         self.G.multTranspose(self.t, y)
+        self.applications += 1
+        self.apply_seconds += time.perf_counter() - t0
 
     applyTranspose = apply  # noqa: N815 (PETSc's name); M is symmetric
 
