@@ -1,9 +1,10 @@
 """Train the learned FSAI preconditioner on a family of diffusion operators.
 
-Run: ``python scripts/train_fsai.py [--steps 900] [--out deepnum_fem/precond/fsai_default.pt]``.
-The bundled default model was made with the defaults below (serial, about 15 s on 2 cores).
-Family (42 operators): unit squares with 8, 12, 16, 20 cells per side (crossed diagonals) and
-unit cubes with 4, 6, 8 cells per side, P1, ``-div(κ grad u)`` with six seeded smooth
+Run: ``python scripts/train_fsai.py [--steps 1200] [--out deepnum_fem/precond/fsai_default.pt]``.
+The bundled default model was made with the defaults below (serial, about 30 s on 2 cores).
+Family (60 operators): unit squares with 8, 12, 16, 20 cells per side (crossed diagonals),
+unit cubes with 4, 6, 8 cells per side and unit cubes with 5, 7, 9 cells per side whose
+interior vertices are moved at random (irregular tetrahedra), P1, ``-div(κ grad u)`` with six seeded smooth
 log-normal-like ``κ`` fields each, Dirichlet rows = I. Adam, lr 3e-3, 8 random vectors a step.
 """
 
@@ -19,7 +20,7 @@ from deepnum_fem.precond.family import training_family
 from deepnum_fem.precond.fsai import DEFAULT_MODEL, FSAINet, train
 
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--steps", type=int, default=900)
+parser.add_argument("--steps", type=int, default=1200)
 parser.add_argument("--lr", type=float, default=3e-3)
 parser.add_argument("--out", type=Path, default=DEFAULT_MODEL)
 parser.add_argument("--checkpoint", type=Path, default=Path("out/fsai_checkpoint.pt"))

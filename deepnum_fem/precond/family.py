@@ -53,15 +53,28 @@ def diffusion_operator(msh: dolfinx.mesh.Mesh, seed: int, *, degree: int = 1, re
     return A
 
 
-def training_family(sizes=(8, 12, 16, 20), sizes_3d=(4, 6, 8), seeds=range(6),
+def jiggled_unit_cube(n: int, *, amplitude: float = 0.3, seed: int = 0,
+                      comm: MPI.Comm = MPI.COMM_SELF) -> dolfinx.mesh.Mesh:
+    """A unit cube of tetrahedra whose interior vertices are moved at random by up to
+    ``amplitude`` cell sizes: irregular tetrahedra like an unstructured mesh's (serial only)."""
+    msh = dolfinx.mesh.create_unit_cube(comm, n, n, n)
+    x = msh.geometry.x
+    interior = np.all((x > 1e-9) & (x < 1 - 1e-9), axis=1)
+    rng = np.random.default_rng(seed)
+    x[interior] += rng.uniform(-amplitude, amplitude, size=(int(interior.sum()), 3)) / n
+    return msh
+
+
+def training_family(sizes=(8, 12, 16, 20), sizes_3d=(4, 6, 8), sizes_jiggled=(5, 7, 9), seeds=range(6),
                     comm: MPI.Comm = MPI.COMM_SELF):
-    """Serial training matrices: unit squares (crossed diagonals) and unit cubes of several
-    sizes, each with several seeded coefficient fields."""
+    """Serial training matrices: unit squares (crossed diagonals), unit cubes and jiggled unit
+    cubes of several sizes, each with several seeded coefficient fields."""
     from deepnum_fem.precond.fsai import TrainingMatrix
 
     meshes = [dolfinx.mesh.create_unit_square(comm, n, n, diagonal=dolfinx.mesh.DiagonalType.crossed)
               for n in sizes]
     meshes += [dolfinx.mesh.create_unit_cube(comm, n, n, n) for n in sizes_3d]
+    meshes += [jiggled_unit_cube(n, seed=n, comm=comm) for n in sizes_jiggled]
     mats = []
     for k, msh in enumerate(meshes):
         for s in seeds:
