@@ -2,7 +2,7 @@
 
 Run: ``mpirun -n N python bench/precond.py [--quick]``. CG to a 1e-8 relative residual for
 none, Jacobi, ICC(0) (block-Jacobi + ICC(0) on several ranks), GAMG and the learned FSAI
-(the bundled model, trained on unit squares up to 20x20 and unit cubes up to 8x8x8). Setup and solve
+(the bundled model, trained on unit squares up to 20x20 and regular and jiggled unit cubes up to 9x9x9). Setup and solve
 times are listed separately; for the learned preconditioner also the time per application.
 Operators: ``-div(κ grad u)`` with an unseen random κ on a 2D unit square and on the 3D gmsh
 box-with-cavity (a geometry the model never saw).
@@ -93,7 +93,7 @@ def main() -> None:
     msh3.topology.create_entities(1)
     msh3 = dolfinx.mesh.refine(msh3)[0]
     A = diffusion_operator(msh3, seed=SEED)
-    bench(A, "3D box with cavity (gmsh, refined once), unseen κ and geometry (trained on unit cubes)")
+    bench(A, "3D box with cavity (gmsh, refined once), unseen κ and geometry (trained on regular and jiggled unit cubes)")
     A.destroy()
 
 
