@@ -9,13 +9,13 @@ are decided on all ranks together and stop the Krylov solve on every rank.
 
 from __future__ import annotations
 
-from mpi4py import MPI
 from petsc4py import PETSc
 
 import numpy as np
 import torch
 
 from deepnum_fem.errors import DeepnumFemError, NonFiniteError, ShapeError
+from deepnum_fem.parallel import raise_on_any_rank
 
 __all__ = ["TorchPC", "solve"]
 
@@ -60,24 +60,17 @@ class TorchPC:
             if not np.all(np.isfinite(values)):
                 error = NonFiniteError(f"TorchPC: the model returned {int((~np.isfinite(values)).sum())} "
                                        "NaN/Inf value(s) on this rank")
-        _decide_together(error, x.getComm().tompi4py(), self)
+        try:
+            raise_on_any_rank(error, x.getComm().tompi4py())
+        except DeepnumFemError as e:
+            self.error = e   # kept for solve(): PETSc wraps exceptions raised in callbacks
+            raise
         y.getArray()[:] = values
 
     def applyTranspose(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:  # noqa: N802
         if not self.symmetric:
             raise DeepnumFemError("TorchPC: a transposed application needs symmetric=True")
         self.apply(pc, x, y)
-
-
-def _decide_together(error: DeepnumFemError | None, comm: MPI.Comm, ctx) -> None:
-    """Raise on every rank if any rank has an error; keep it on the context for :func:`solve`."""
-    failed = comm.allreduce(int(error is not None), op=MPI.MAX)
-    if not failed:
-        return
-    reports = comm.allgather(None if error is None else f"{type(error).__name__}: {error}")
-    rank, message = next((r, m) for r, m in enumerate(reports) if m is not None)
-    ctx.error = error if error is not None else DeepnumFemError(f"[rank {rank}] {message}")
-    raise ctx.error
 
 
 def ksp_type_for(ctx) -> str:
