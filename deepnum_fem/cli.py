@@ -67,17 +67,17 @@ def demo(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="deepnum-fem", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions of deepnum-fem, DOLFINx, PETSc, torch, MPI")
-    d = sub.add_parser("demo", help="run the quick-start demo (extra arguments go to the demo)")
-    d.add_argument("args", nargs=argparse.REMAINDER)
-    ns = parser.parse_args(argv)
-    if ns.command == "info":
-        import deepnum_fem  # noqa: F401  (dolfinx_solver before petsc4py)
+    sub.add_parser("demo", help="run the quick-start demo (further arguments go to the demo)")
+    if argv[:1] == ["demo"]:
+        return demo(argv[1:])   # the demo parses its own options
+    parser.parse_args(argv)
+    import deepnum_fem  # noqa: F401  (dolfinx_solver before petsc4py)
 
-        return info()
-    return demo(ns.args)
+    return info()
 
 
 if __name__ == "__main__":

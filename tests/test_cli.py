@@ -26,3 +26,13 @@ def test_info_reports_versions_once(ranks):
     assert f"torch        {torch.__version__}" in out
     assert "mumps yes" in out and "scalar float64" in out
     assert f"ranks        {ranks}" in out
+
+
+@pytest.mark.skip_in_parallel
+def test_demo_command_passes_options_to_the_demo(tmp_path):
+    import json
+
+    cmd = [str(DNF), "demo", "--iterations", "5", "--target", "1", "--h", "0.1", "--out", str(tmp_path)]
+    subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["iterations"] == 5 and metrics["ranks"] == 1
