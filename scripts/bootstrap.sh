@@ -79,26 +79,23 @@ build_python() {
 
 if [[ "${1:-}" == "--python-only" ]]; then find_python; exit 0; fi
 
-# Stamp: the interpreter, pyproject.toml and the extras decide whether pip must run.
-stamp_of() { { echo "$1"; echo "$extras"; cat "$repo/pyproject.toml"; } | sha256sum | cut -d' ' -f1; }
+# Stamp: the venv's interpreter version, pyproject.toml and the extras decide whether pip runs.
+stamp_of() { { "$venv/bin/python" -c 'import sys; print(sys.version)'; echo "$extras"; cat "$repo/pyproject.toml"; } \
+             | sha256sum | cut -d' ' -f1; }
 
-if [[ -x "$venv/bin/python" ]] && python_ok "$venv/bin/python" && [[ -f "$venv/.dnf-stamp" ]]; then
-    base="$(cat "$venv/.dnf-python" 2>/dev/null || true)"
-    if [[ "$(cat "$venv/.dnf-stamp")" == "$(stamp_of "$base")" ]]; then
+if python_ok "$venv/bin/python"; then
+    if [[ -f "$venv/.dnf-stamp" && "$(cat "$venv/.dnf-stamp")" == "$(stamp_of)" ]]; then
         exit 0   # warm: nothing to do
     fi
-fi
-
-py="$(find_python)"
-say "using $py ($("$py" --version 2>&1))"
-if ! python_ok "$venv/bin/python"; then
-    say "creating $venv"
+    say "updating the existing $venv ($("$venv/bin/python" --version 2>&1))"
+else
+    py="$(find_python)"
+    say "using $py ($("$py" --version 2>&1)); creating $venv"
     rm -rf "$venv"
     "$py" -m venv "$venv"
 fi
 say "installing deepnum-fem[$extras] into .venv (first time: a few minutes; torch is large)"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q -e "$repo[$extras]"
-echo "$py" > "$venv/.dnf-python"
-stamp_of "$py" > "$venv/.dnf-stamp"
+stamp_of > "$venv/.dnf-stamp"
 say "ready: $("$venv/bin/python" -c 'import deepnum_fem as d; print("deepnum-fem", d.__version__)')"
