@@ -25,6 +25,7 @@ __all__ = [
     "allreduce_gradients",
     "broadcast_parameters",
     "check_parameters_identical",
+    "spread_between_ranks",
     "mean",
     "raise_on_any_rank",
     "sum",
@@ -107,19 +108,25 @@ def broadcast_parameters(module: torch.nn.Module, root: int = 0,
             t.copy_(torch.from_numpy(data))
 
 
+def spread_between_ranks(t: torch.Tensor, comm: MPI.Comm = MPI.COMM_WORLD) -> float:
+    """Largest difference between ranks of a tensor that should be replicated (collective;
+    0.0 when identical everywhere)."""
+    local = np.ascontiguousarray(t.detach().cpu().to(torch.float64).numpy()).reshape(-1)
+    hi, lo = np.empty_like(local), np.empty_like(local)
+    comm.Allreduce(local, hi, op=MPI.MAX)
+    comm.Allreduce(local, lo, op=MPI.MIN)
+    return float(np.max(hi - lo)) if local.size else 0.0
+
+
 def check_parameters_identical(module: torch.nn.Module, comm: MPI.Comm = MPI.COMM_WORLD) -> None:
     """Raise on every rank if the parameters of ``module`` differ between ranks."""
     error = None
     for name, t in module.state_dict().items():
-        local = np.ascontiguousarray(t.detach().cpu().to(torch.float64).numpy())
-        hi = np.empty_like(local)
-        lo = np.empty_like(local)
-        comm.Allreduce(local, hi, op=MPI.MAX)
-        comm.Allreduce(local, lo, op=MPI.MIN)
-        if error is None and not np.array_equal(hi, lo):
+        spread = spread_between_ranks(t, comm)
+        if error is None and spread != 0:   # NaN counts as differing
             error = DeepnumFemError(
                 f"parameter {name!r} differs between ranks (max spread "
-                f"{np.max(hi - lo):.3e}); call dnf.parallel.broadcast_parameters(model) first")
+                f"{spread:.3e}); call dnf.parallel.broadcast_parameters(model) first")
     raise_on_any_rank(error, comm)
 
 

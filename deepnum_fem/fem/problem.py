@@ -121,6 +121,7 @@ class AdjointProblem:
             # of a new factorisation. Explicit adjoint_petsc_options switch it off.
             self._recycle_ksp = (self._make_recycling_ksp(prefix) if adjoint_petsc_options is None else None)
         self._newton_pc_token: object | None = None
+        self._adj_assembled_for: object | None = None
         self._assembled_for: object | None = None   # token of the state the operator belongs to
         self._bc_mask = self._make_bc_mask()
 
@@ -286,30 +287,22 @@ class AdjointProblem:
         """
         self.update_ml()
         if self.linear:
-            A, ksp = self.A, self.ksp
-            reuse = self._operator_fixed or self._assembled_for is token
-            if not reuse:
-                self._assemble_operator(A)
-                ksp.setOperators(A)
+            if not (self._operator_fixed or self._assembled_for is token):
+                self._assemble_operator(self.A)
+            self._assembled_for = token
+            ksp = self.ksp
         else:
-            A, ksp = self.adj_A, self.adj_ksp
-            if getattr(self, "_adj_assembled_for", None) is not token:
-                self._assemble_operator(A)
+            # PETSc re-factorises by itself when the matrix's values have changed
+            if self._adj_assembled_for is not token:
+                self._assemble_operator(self.adj_A)
                 self._adj_assembled_for = token
-                self._adj_factorised = False
-            self.b.getArray()[:] = rhs * self._bc_mask
-            if (self._recycle_ksp is not None and self._newton_pc_token is token
-                    and self._solve_with(self._recycle_ksp, check=False)):
-                self._assembled_for = token
-                self._finish_adjoint()
-                return
-            if not self._adj_factorised:
-                ksp.setOperators(A)
-                self._adj_factorised = True
-        self._assembled_for = token
+            ksp = self.adj_ksp
         self.b.getArray()[:] = rhs * self._bc_mask
-        self._solve_with(ksp, check=True)
-        self._finish_adjoint()
+        recycled = (not self.linear and self._recycle_ksp is not None and self._newton_pc_token is token
+                    and self._solve_with(self._recycle_ksp, check=False))
+        if not recycled:
+            self._solve_with(ksp, check=True)
+        self.set_adjoint(self.x.getArray(readonly=True))
 
     def _solve_with(self, ksp: PETSc.KSP, *, check: bool) -> bool:
         if self.symmetric:
@@ -319,10 +312,6 @@ class AdjointProblem:
         if check:
             self._check_ksp(ksp, "adjoint solve")
         return ksp.getConvergedReason() > 0
-
-    def _finish_adjoint(self) -> None:
-        owned_array(self.lam)[:] = self.x.getArray(readonly=True)
-        self.lam.x.scatter_forward()
 
     def control_gradients(self, needed: Sequence[bool]) -> list[np.ndarray | None]:
         """``-(dF/dm)^T lam`` for each control whose gradient is needed."""

@@ -11,7 +11,7 @@ import torch
 
 from deepnum_fem.errors import DeviceError, DTypeError, NonFiniteError, ShapeError
 from deepnum_fem.fem.controls import Control
-from deepnum_fem.parallel import raise_on_any_rank
+from deepnum_fem.parallel import raise_on_any_rank, spread_between_ranks
 
 _REAL = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
@@ -75,11 +75,7 @@ def _check_replicated(name, tensors, controls, comm) -> None:
     for i, (t, c) in enumerate(zip(tensors, controls, strict=True)):
         if not c.is_constant:
             continue
-        local = np.ascontiguousarray(t.detach().cpu().to(torch.float64).numpy()).reshape(-1)
-        hi, lo = np.empty_like(local), np.empty_like(local)
-        comm.Allreduce(local, hi, op=MPI.MAX)
-        comm.Allreduce(local, lo, op=MPI.MIN)
-        if error is None and not np.array_equal(hi, lo):
+        if spread_between_ranks(t, comm) != 0 and error is None:   # NaN counts as differing
             error = ValueError(f"{name}: input {i} ({c.describe()}) differs between ranks; a "
                                "Constant's tensor must be identical on every rank")
     raise_on_any_rank(error, comm)
