@@ -110,12 +110,16 @@ class MLModel:
 
     # -- evaluation -------------------------------------------------------------------------
     def operand_values(self) -> torch.Tensor:
-        """Operands at the owned quadrature points: float64 tensor (n_points, n_in)."""
-        cols = []
-        for expr, Q0, size in zip(self.expressions, self.Q0, self.sizes, strict=True):
+        """Evaluate the operands at the quadrature points; the owned ones as (n_points, n_in)."""
+        for expr, Q0 in zip(self.expressions, self.Q0, strict=True):
             Q0.interpolate(expr)
-            cols.append(Q0.x.array[: self.n_points * size].reshape(self.n_points, size))
-        return torch.from_numpy(np.concatenate(cols, axis=1) if cols else np.zeros((self.n_points, 0)))
+        return self._stored_operands()
+
+    def _stored_operands(self) -> torch.Tensor:
+        """The operand values last evaluated, owned points: float64 (n_points, n_in), a copy."""
+        return torch.from_numpy(np.concatenate([
+            Q0.x.array[: self.n_points * size].reshape(self.n_points, size)
+            for Q0, size in zip(self.Q0, self.sizes, strict=True)], axis=1))
 
     def _forward_single(self, x: torch.Tensor) -> torch.Tensor:
         y = self.net(x.unsqueeze(0))
@@ -188,9 +192,7 @@ class MLModel:
         params = list(self.net.parameters())
         if not params:
             return []
-        X = torch.from_numpy(np.concatenate([
-            Q0.x.array[: self.n_points * s].reshape(self.n_points, s)
-            for Q0, s in zip(self.Q0, self.sizes, strict=True)], axis=1)).to(self.device, self.dtype)
+        X = self._stored_operands().to(self.device, self.dtype)
         weights = torch.from_numpy(w.reshape(self.n_points, self.n_out)).to(self.device, self.dtype)
         with torch.enable_grad():
             y = self.net(X).reshape(self.n_points, self.n_out)
