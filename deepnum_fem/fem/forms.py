@@ -31,10 +31,13 @@ def constant_derivatives(form: ufl.Form, c: dolfinx.fem.Constant) -> list[ufl.Fo
     return out
 
 
+def coefficients_and_constants(form) -> set:
+    """The Functions and Constants a form or expression contains."""
+    return set(ufl.algorithms.extract_coefficients(form)) | set(ufl.algorithms.analysis.extract_constants(form))
+
+
 def depends_on(form: ufl.Form, objects) -> bool:
     """Whether ``form`` contains any of ``objects`` (Functions or Constants), after
     derivatives are evaluated (an unevaluated ``derivative(F, u)`` still names ``u``)."""
-    form = ufl.algorithms.expand_derivatives(form)
-    present = set(ufl.algorithms.extract_coefficients(form)) | set(
-        ufl.algorithms.analysis.extract_constants(form))
+    present = coefficients_and_constants(ufl.algorithms.expand_derivatives(form))
     return any(o in present for o in objects)

@@ -16,7 +16,7 @@ import ufl
 from deepnum_fem.convert import n_owned, owned_array
 from deepnum_fem.errors import DeepnumFemError, SolverError
 from deepnum_fem.fem.controls import Control
-from deepnum_fem.fem.forms import depends_on
+from deepnum_fem.fem.forms import coefficients_and_constants, depends_on
 from deepnum_fem.ops.ml_operator import lower as lower_ml
 from deepnum_fem.ops.ml_operator import ml_parameter_gradients, unique_parameters
 
@@ -408,8 +408,7 @@ def _reason_name(reason: int, cls) -> str:
 
 
 def _check_controls(F, u, controls, bcs) -> None:
-    present = set(ufl.algorithms.extract_coefficients(F)) | set(
-        ufl.algorithms.analysis.extract_constants(F))
+    present = coefficients_and_constants(F)
     for i, m in enumerate(controls):
         if not isinstance(m, dolfinx.fem.Function | dolfinx.fem.Constant):
             raise TypeError(f"control {i} must be a dolfinx.fem.Function or Constant, got {type(m).__name__}")

@@ -9,6 +9,7 @@ import torch
 import ufl
 
 from deepnum_fem.fem.controls import Control
+from deepnum_fem.fem.forms import coefficients_and_constants
 from deepnum_fem.ops._inputs import check_inputs, gather_gradients, host_values
 from deepnum_fem.ops.ml_operator import lower as lower_ml
 from deepnum_fem.ops.ml_operator import ml_parameter_gradients, unique_parameters
@@ -24,8 +25,7 @@ class Functional:
                              f"of rank {len(form.arguments())}")
         if not inputs:
             raise ValueError("functional needs at least one input (Function or Constant)")
-        present = set(ufl.algorithms.extract_coefficients(form)) | set(
-            ufl.algorithms.analysis.extract_constants(form))
+        present = coefficients_and_constants(form)
         for i, m in enumerate(inputs):
             if not isinstance(m, dolfinx.fem.Function | dolfinx.fem.Constant):
                 raise TypeError(f"input {i} must be a dolfinx.fem.Function or Constant, got {type(m).__name__}")
