@@ -25,3 +25,7 @@ class NonFiniteError(DeepnumFemError, FloatingPointError):
 
 class SolverError(DeepnumFemError):
     """A PETSc linear or nonlinear solve did not converge."""
+
+
+class MeshError(DeepnumFemError, ValueError):
+    """A mesh file is missing, does not parse, or lacks the cells or tags asked for."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+from mpi4py import MPI
 from petsc4py import PETSc
 
 import dolfinx.fem
@@ -16,7 +17,7 @@ import ufl
 from deepnum_fem.convert import n_owned, owned_array
 from deepnum_fem.errors import DeepnumFemError, SolverError
 from deepnum_fem.fem.controls import Control
-from deepnum_fem.fem.forms import coefficients_and_constants, depends_on
+from deepnum_fem.fem.forms import coefficients_and_constants, depends_on, is_constant
 from deepnum_fem.ops.ml_operator import lower as lower_ml
 from deepnum_fem.ops.ml_operator import ml_parameter_gradients, unique_parameters
 
@@ -82,9 +83,12 @@ class AdjointProblem:
         self._declared_symmetric = symmetric
         self.symmetric = symmetric
         self._operator_fixed = self.linear and not depends_on(J, [*controls, *ml_data])
-        self._J_constants = [c for c in ufl.algorithms.analysis.extract_constants(J)
-                             if c not in controls]
-        self._J_constant_values: list[np.ndarray] | None = None
+        # A linear operator free of networks is reassembled (and refactorised) only when the
+        # values it depends on change: a time loop with a fixed conductivity control pays one
+        # factorisation per rollout, and its adjoint steps reuse it.
+        self._operator_cacheable = self.linear and not depends_on(J, ml_data)
+        self._operator_inputs = list(coefficients_and_constants(ufl.algorithms.expand_derivatives(J)))
+        self._operator_input_values: list[np.ndarray] | None = None
 
         prefix = petsc_options_prefix or f"dnf_op{next(_prefix_counter)}_"
         self.prefix = prefix
@@ -180,10 +184,14 @@ class AdjointProblem:
             self.symmetric = bool(A.isSymmetric(1e-10 * max(A.norm(), 1e-300)))
 
     def _operator_is_current(self) -> bool:
-        values = [np.array(c.value, copy=True) for c in self._J_constants]
-        same = self._J_constant_values is not None and all(
-            np.array_equal(a, b) for a, b in zip(values, self._J_constant_values, strict=True))
-        self._J_constant_values = values
+        """Whether the values the operator depends on are those of its last assembly (collective)."""
+        values = [np.array(c.value if is_constant(c) else c.x.array, copy=True)
+                  for c in self._operator_inputs]
+        same = self._operator_input_values is not None and all(
+            np.array_equal(a, b) for a, b in zip(values, self._operator_input_values, strict=True))
+        if any(not is_constant(c) for c in self._operator_inputs):
+            same = self.comm.allreduce(same, op=MPI.LAND)   # Function values may differ per rank
+        self._operator_input_values = values
         return same
 
     @property
@@ -194,7 +202,7 @@ class AdjointProblem:
     def _solve_linear(self) -> None:
         self.u.x.array[:] = 0.0
         self.update_ml()   # networks first: the operator may contain their Jacobians
-        if not (self._operator_fixed and self._operator_is_current()):
+        if not (self._operator_cacheable and self._operator_is_current()):
             self._assemble_operator(self.A)
             self.ksp.setOperators(self.A)
         self._assemble_residual()
@@ -287,7 +295,8 @@ class AdjointProblem:
         """
         self.update_ml()
         if self.linear:
-            if not (self._operator_fixed or self._assembled_for is token):
+            if not (self._assembled_for is token
+                    or (self._operator_cacheable and self._operator_is_current())):
                 self._assemble_operator(self.A)
             self._assembled_for = token
             ksp = self.ksp

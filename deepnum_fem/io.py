@@ -1,0 +1,240 @@
+"""Meshes from files: Gmsh ``.msh`` and the formats meshio reads, distributed with their tags."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from mpi4py import MPI
+
+import basix.ufl
+import dolfinx.io
+import dolfinx.io.gmsh
+import dolfinx.mesh
+import numpy as np
+import ufl
+from dolfinx.graph import adjacencylist
+from dolfinx.io.gmsh import MeshData, PhysicalGroup
+
+from deepnum_fem.errors import MeshError
+from deepnum_fem.geometry import LV_CELL_TAGS, LV_TAGS, _model, left_ventricle
+
+__all__ = ["MESH_DIR", "bundled_mesh_path", "load_left_ventricle", "load_mesh"]
+
+#: Where the bundled meshes live (the repository's ``meshes/``; the package is installed editable).
+MESH_DIR = Path(__file__).resolve().parents[1] / "meshes"
+#: Mesh size (mm) of ``meshes/left_ventricle.msh``, and of the fallback when that file is absent.
+BUNDLED_LV_H = 1.0
+
+#: Integer cell-data arrays meshio uses for tags, tried in this order when ``tag_name`` is not given.
+_TAG_ARRAYS = ("gmsh:physical", "medit:ref")
+#: Linear simplices: meshio name of the cells and of their facets, DOLFINx cell name, by dimension.
+_SIMPLICES = {3: ("tetra", "triangle", "tetrahedron"), 2: ("triangle", "line", "triangle")}
+
+
+def load_mesh(path: str | Path, comm: MPI.Comm = MPI.COMM_WORLD, *, gdim: int = 3,
+              required_tags: Sequence[str | int] = (), tag_name: str | None = None) -> MeshData:
+    """Read a mesh file on rank 0 and distribute it over ``comm`` with its cell and facet tags.
+
+    ``.msh`` files are read by gmsh and converted as :func:`dolfinx.io.gmsh.read_from_msh` does:
+    the cells of the highest-dimensional physical groups form the mesh, lower-dimensional
+    physical groups become tags. Other files (``.vtu``, ``.xdmf``, Medit ``.mesh``, ...) are read
+    by meshio: the linear tetrahedra (else triangles) form the mesh, and an integer cell-data
+    array (``tag_name``, else ``gmsh:physical`` or ``medit:ref``) gives the cell tags and, on
+    the triangles (lines) present, the facet tags. Tag names come from meshio's ``field_data``
+    (``{name: [tag, dim]}``) when the file has them.
+
+    Args:
+        path: The file, the same on every rank (only rank 0 reads it).
+        comm: Communicator of the mesh.
+        gdim: Geometric dimension of the mesh.
+        required_tags: Physical-group names (``str``) or tag values (``int``) that must be
+            present; checked before the mesh is distributed.
+        tag_name: Cell-data array holding the tags in meshio formats (not used for ``.msh``).
+
+    Returns:
+        ``MeshData``; ``cell_tags`` / ``facet_tags`` are ``None`` where the file has no tags of
+        that dimension.
+
+    Raises:
+        MeshError: on every rank together, when the file is missing or does not parse, has no
+            triangle or tetrahedron cells, or lacks one of ``required_tags``.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".msh":
+        if tag_name not in (None, "gmsh:physical"):
+            raise ValueError(f"tag_name={tag_name!r} is for meshio formats; a .msh file is tagged by its "
+                             "physical groups")
+        return _load_msh(path, comm, gdim, required_tags)
+    return _load_meshio(path, comm, gdim, required_tags, tag_name)
+
+
+def bundled_mesh_path(name: str = "left_ventricle") -> Path:
+    """Path of the bundled mesh ``meshes/<name>.msh`` (it may not exist; see ``meshes/README.md``)."""
+    return MESH_DIR / f"{name}.msh"
+
+
+def load_left_ventricle(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
+    """The bundled Land et al. (2015) left ventricle (``meshes/left_ventricle.msh``), distributed.
+
+    Same geometry and tags as :func:`deepnum_fem.geometry.left_ventricle` with ``h = 1`` mm.
+    When the file is absent (e.g. an installed copy without the repository) the mesh is
+    generated instead with :func:`~deepnum_fem.geometry.left_ventricle` (``h = 1``, under a
+    second), with a warning; ``python scripts/make_lv_mesh.py`` writes the file again.
+    """
+    path = bundled_mesh_path("left_ventricle")
+    if comm.bcast(path.is_file() if comm.rank == 0 else None, root=0):
+        return load_mesh(path, comm, gdim=3, required_tags=[*LV_CELL_TAGS, *LV_TAGS])
+    warnings.warn(f"{path} is missing; generating the left ventricle with gmsh (h={BUNDLED_LV_H}). "
+                  "Run `python scripts/make_lv_mesh.py` to write it.", stacklevel=2)
+    return left_ventricle(BUNDLED_LV_H, comm)
+
+
+def _load_msh(path: Path, comm: MPI.Comm, gdim: int, required_tags: Sequence[str | int]) -> MeshData:
+    with _model("load_mesh", comm) as gmsh:
+        error = None
+        if comm.rank == 0:
+            try:
+                error = _merge_msh(gmsh, path, required_tags)
+            except Exception as e:   # reported on every rank rather than left to hang the others
+                error = f"cannot use {path} as a mesh: {type(e).__name__}: {e}"
+        error = comm.bcast(error, root=0)
+        if error is not None:
+            raise MeshError(error)
+        try:   # model_to_mesh's own checks (e.g. cells tagged twice) raise on every rank alike
+            return dolfinx.io.gmsh.model_to_mesh(gmsh.model if comm.rank == 0 else None, comm, 0, gdim=gdim)
+        except RuntimeError as e:
+            raise MeshError(f"cannot build a DOLFINx mesh from {path}: {e}") from e
+
+
+def _merge_msh(gmsh, path: Path, required_tags: Sequence[str | int]) -> str | None:
+    """Load ``path`` into gmsh's current model; the error message, or None if it can be converted."""
+    if not path.is_file():
+        return f"mesh file {path} not found"
+    try:
+        gmsh.merge(str(path))
+    except Exception as e:
+        return f"gmsh could not read {path}: {e}"
+    groups = gmsh.model.getPhysicalGroups()
+    tdim = max((dim for dim, _ in groups), default=-1)
+    if tdim < 2:
+        return (f"{path} has no triangle or tetrahedron cells in a physical group (physical groups: "
+                f"{groups}); DOLFINx keeps only the cells of physical groups, so add one in gmsh")
+    for dim in range(tdim + 1, 4):
+        if any(len(tags) for tags in gmsh.model.mesh.getElements(dim)[1]):
+            return (f"{path} has cells of dimension {dim} but its physical groups stop at dimension "
+                    f"{tdim}; add a physical group for the dimension-{dim} cells")
+    gmsh.model.mesh.renumberNodes()   # DOLFINx needs node tags 1..N; files written without SaveAll skip some
+    names = {gmsh.model.getPhysicalName(dim, tag) for dim, tag in groups} - {""}
+    return _missing_tags(path, required_tags, names, {tag for _, tag in groups})
+
+
+def _load_meshio(path: Path, comm: MPI.Comm, gdim: int, required_tags: Sequence[str | int],
+                 tag_name: str | None) -> MeshData:
+    data, report = None, None
+    if comm.rank == 0:
+        try:
+            data = _read_meshio(path, gdim, tag_name)
+            error = _missing_tags(path, required_tags, set(data["groups"]), data["values"])
+            report = (error, data["tdim"], data["groups"], data["cell_tags"] is not None,
+                      data["facet_tags"] is not None)
+        except MeshError as e:
+            report = (str(e), None, None, None, None)
+        except Exception as e:   # reported on every rank rather than left to hang the others
+            report = (f"cannot use {path} as a mesh: {type(e).__name__}: {e}", None, None, None, None)
+    error, tdim, groups, has_cell_tags, has_facet_tags = comm.bcast(report, root=0)
+    if error is not None:
+        raise MeshError(error)
+
+    cell_name = _SIMPLICES[tdim][2]
+    if comm.rank == 0:
+        x, cells = data["points"], data["cells"]
+    else:
+        x, cells = np.empty((0, gdim)), np.empty((0, tdim + 1), dtype=np.int64)
+    element = basix.ufl.element("Lagrange", cell_name, 1, shape=(gdim,), dtype=dolfinx.default_real_type)
+    mesh = dolfinx.mesh.create_mesh(comm, cells, ufl.Mesh(element), x.astype(dolfinx.default_real_type))
+
+    tags = {}
+    for key, dim, present in (("cell_tags", tdim, has_cell_tags), ("facet_tags", tdim - 1, has_facet_tags)):
+        if not present:
+            tags[key] = None
+            continue
+        if comm.rank == 0:
+            entities, values = data[key]
+        else:
+            entities, values = np.empty((0, dim + 1), dtype=np.int64), np.empty(0, dtype=np.int32)
+        local_entities, local_values = dolfinx.io.distribute_entity_data(mesh, dim, entities, values)
+        mesh.topology.create_connectivity(dim, tdim)
+        tags[key] = dolfinx.mesh.meshtags_from_entities(
+            mesh, dim, adjacencylist(local_entities), local_values.astype(np.int32, copy=False))
+        tags[key].name = key
+    return MeshData(mesh, tags["cell_tags"], tags["facet_tags"], None, None, groups)
+
+
+def _read_meshio(path: Path, gdim: int, tag_name: str | None) -> dict:
+    """Read ``path`` with meshio (rank 0): points, cells and tags as arrays; MeshError if unusable."""
+    import meshio
+
+    if not path.is_file():
+        raise MeshError(f"mesh file {path} not found")
+    messages = io.StringIO()
+    try:   # meshio prints its parser's complaint and calls sys.exit when no reader accepts a file
+        with contextlib.redirect_stdout(messages), contextlib.redirect_stderr(messages):
+            msh = meshio.read(path)
+    except (Exception, SystemExit) as e:
+        said = " ".join(messages.getvalue().split())
+        detail = f"{type(e).__name__}: {e}" if not isinstance(e, SystemExit) else ""
+        raise MeshError(f"meshio could not read {path}: {'; '.join(filter(None, (said, detail)))}") from None
+
+    types = [block.type for block in msh.cells]
+    tdim = next((d for d in (3, 2) if _SIMPLICES[d][0] in types), None)
+    if tdim is None:
+        raise MeshError(f"{path} has no volume cells: expected linear 'tetra' or 'triangle' cells, found {types}")
+    cell_type, facet_type, _ = _SIMPLICES[tdim]
+
+    key = tag_name
+    if key is None:
+        key = next((k for k in _TAG_ARRAYS if k in msh.cell_data), None)
+    elif key not in msh.cell_data:
+        raise MeshError(f"{path} has no cell data {key!r}; it has {sorted(msh.cell_data)}")
+
+    def blocks(kind: str) -> tuple[np.ndarray, np.ndarray | None]:
+        index = [i for i, t in enumerate(types) if t == kind]
+        entities = np.concatenate([msh.cells[i].data for i in index]).astype(np.int64)
+        if key is None:
+            return entities, None
+        values = np.concatenate([np.asarray(msh.cell_data[key][i]).reshape(-1) for i in index])
+        if not np.array_equal(values, np.round(values)):
+            raise MeshError(f"cell data {key!r} of {path} holds non-integer values; expected integer tags")
+        return entities, values.astype(np.int32)
+
+    cells, cell_values = blocks(cell_type)
+    facets, facet_values = blocks(facet_type) if facet_type in types else (None, None)
+    points = np.asarray(msh.points, dtype=np.float64)
+    if points.shape[1] > gdim:
+        if np.ptp(points[:, gdim:]) > 0:
+            raise MeshError(f"{path} has {points.shape[1]}D points that do not lie in a {gdim}D plane; "
+                            f"pass gdim={points.shape[1]}")
+        points = points[:, :gdim]
+    elif points.shape[1] < gdim:
+        points = np.hstack([points, np.zeros((points.shape[0], gdim - points.shape[1]))])
+
+    groups = {name: PhysicalGroup(int(v[1]), int(v[0])) for name, v in msh.field_data.items()
+              if np.size(v) == 2 and np.issubdtype(np.asarray(v).dtype, np.integer)}
+    values = set() if key is None else {int(v) for v in np.unique(np.concatenate(
+        [a for a in (cell_values, facet_values) if a is not None]))}
+    return {"tdim": tdim, "points": np.ascontiguousarray(points), "cells": cells, "groups": groups,
+            "values": values,
+            "cell_tags": None if cell_values is None else (cells, cell_values),
+            "facet_tags": None if facet_values is None else (facets, facet_values)}
+
+
+def _missing_tags(path: Path, required: Sequence[str | int], names: set[str], values: set[int]) -> str | None:
+    missing = [t for t in required if t not in (names if isinstance(t, str) else values)]
+    if not missing:
+        return None
+    return (f"{path} lacks the required tags {missing} (required: {list(required)}); it has the named "
+            f"tags {sorted(names)} and the tag values {sorted(values)}")

@@ -1,0 +1,1 @@
+"""Application models built on the public API: cardiac electrophysiology (monodomain)."""
