@@ -93,7 +93,8 @@ def main() -> None:
     msh3.topology.create_entities(1)
     msh3 = dolfinx.mesh.refine(msh3)[0]
     A = diffusion_operator(msh3, seed=SEED)
-    bench(A, "3D box with cavity (gmsh, refined once), unseen κ and geometry (trained on regular and jiggled unit cubes)")
+    bench(A, "3D box with cavity (gmsh, refined once), unseen κ and geometry "
+             "(trained on regular and jiggled unit cubes)")
     A.destroy()
 
 

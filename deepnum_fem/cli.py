@@ -56,8 +56,12 @@ def info() -> int:
 
 
 def demo(argv: list[str]) -> int:
-    """Run the quick-start demo from a source checkout."""
-    script = Path(__file__).resolve().parents[1] / "demos" / "quickstart.py"
+    """Run a demo from a source checkout: the main job (cardiac_hybrid), or the one named first."""
+    demos = Path(__file__).resolve().parents[1] / "demos"
+    name = "cardiac_hybrid"
+    if argv and (demos / f"{argv[0]}.py").exists():
+        name, argv = argv[0], argv[1:]
+    script = demos / f"{name}.py"
     if not script.exists():
         print(f"demo script not found at {script}; run demos from a source checkout", file=sys.stderr)
         return 2
@@ -71,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deepnum-fem", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions of deepnum-fem, DOLFINx, PETSc, torch, MPI")
-    sub.add_parser("demo", help="run the quick-start demo (further arguments go to the demo)")
+    sub.add_parser("demo", help="run the main job, the cardiac hybrid model, or the demo named next "
+                   "(quickstart, closure_learning); further arguments go to the demo")
     if argv[:1] == ["demo"]:
         return demo(argv[1:])   # the demo parses its own options
     parser.parse_args(argv)

@@ -32,7 +32,7 @@ def test_info_reports_versions_once(ranks):
 def test_demo_command_passes_options_to_the_demo(tmp_path):
     import json
 
-    cmd = [str(DNF), "demo", "--iterations", "5", "--target", "1", "--h", "0.1", "--out", str(tmp_path)]
+    cmd = [str(DNF), "demo", "quickstart", "--iterations", "5", "--target", "1", "--h", "0.1", "--out", str(tmp_path)]
     subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["iterations"] == 5 and metrics["ranks"] == 1

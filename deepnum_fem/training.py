@@ -1,0 +1,57 @@
+"""Training-loop helpers that are safe under MPI: progress lines and resumable checkpoints."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from mpi4py import MPI
+
+import torch
+
+__all__ = ["Progress", "load_checkpoint", "save_checkpoint"]
+
+
+class Progress:
+    """Prints ``epoch i/n  loss …  s/epoch  ETA`` on rank 0, flushing at once."""
+
+    def __init__(self, total: int, *, start: int = 0, comm: MPI.Comm = MPI.COMM_WORLD, prefix: str = ""):
+        self.total, self.done, self.comm, self.prefix = total, start, comm, prefix
+        self._t0 = time.perf_counter()
+        self._first = start
+        self.seconds_per_epoch = float("nan")
+
+    def update(self, **values: float) -> None:
+        self.done += 1
+        elapsed = time.perf_counter() - self._t0
+        self.seconds_per_epoch = elapsed / max(self.done - self._first, 1)
+        eta = self.seconds_per_epoch * (self.total - self.done)
+        if self.comm.rank == 0:
+            shown = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
+            print(f"{self.prefix}epoch {self.done:>4}/{self.total}  {shown}  "
+                  f"{self.seconds_per_epoch:6.2f} s/epoch  ETA {eta:6.0f} s", flush=True)
+
+
+def save_checkpoint(path: str | Path, comm: MPI.Comm = MPI.COMM_WORLD, **state) -> None:
+    """Rank 0 writes ``state`` (modules and optimisers are saved by their ``state_dict``)
+    atomically: a crash while writing leaves the previous checkpoint intact. Collective."""
+    if comm.rank == 0:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in state.items()}
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    comm.Barrier()
+
+
+def load_checkpoint(path: str | Path, comm: MPI.Comm = MPI.COMM_WORLD, **targets) -> dict:
+    """Read a checkpoint on every rank; load the entries named in ``targets`` into those
+    modules/optimisers (``load_state_dict``) and return the whole payload."""
+    payload = torch.load(Path(path), weights_only=False, map_location="cpu")
+    for name, target in targets.items():
+        if name not in payload:
+            raise KeyError(f"checkpoint {path} has no entry {name!r}; it holds {sorted(payload)}")
+        target.load_state_dict(payload[name])
+    return payload
