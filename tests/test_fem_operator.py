@@ -290,3 +290,27 @@ def test_batch_multi_rhs_equals_loop(advection):
         torch.testing.assert_close(f1.grad, fb.grad[b], rtol=1e-10, atol=1e-13)
         gc += c1.grad.item()
     assert c0.grad.item() == pytest.approx(gc, rel=1e-10)
+
+
+def test_a_factorised_operator_follows_changes_of_coefficients_that_are_not_controls():
+    """The operator is kept while what it depends on is unchanged, and rebuilt when a user
+    edits a coefficient Function in place between calls (on any rank)."""
+    msh = dolfinx.mesh.create_unit_square(COMM, 8, 8)
+    V = fem.functionspace(msh, ("Lagrange", 1))
+    u, v, f = fem.Function(V), ufl.TestFunction(V), fem.Function(V)
+    kappa = fem.Function(fem.functionspace(msh, ("DG", 0)))
+    kappa.x.array[:] = 1.0
+    F = (kappa * ufl.inner(ufl.grad(u), ufl.grad(v)) - f * v) * ufl.dx
+    op = dnf.fem_operator(F, u, controls=[f], bcs=[_boundary_bc(V)])
+    ones = torch.ones(V.dofmap.index_map.size_local, dtype=torch.float64)
+    u1 = op(ones).clone()
+    u1_again = op(ones).clone()
+    if COMM.rank == 0:   # one rank's cells only: the decision to rebuild must be collective
+        kappa.x.array[:] = 2.0
+    kappa.x.scatter_forward()
+    u2 = op(ones)
+    torch.testing.assert_close(u1_again, u1, rtol=0, atol=0)
+    if COMM.size == 1:
+        torch.testing.assert_close(u2, u1 / 2.0, rtol=1e-10, atol=1e-12)
+    else:
+        assert dnf.parallel.sum((u2 - u1).abs().sum(), COMM) > 1e-6

@@ -31,6 +31,7 @@ from mpi4py import MPI
 import dolfinx.fem
 import dolfinx.geometry
 import dolfinx.io
+import dolfinx.la
 import dolfinx.mesh
 import numpy as np
 import torch
@@ -193,16 +194,24 @@ class Monodomain:
         """Advance ``state`` over ``[t0 + k dt, t0 + (k + 1) dt]``."""
         stimuli = self.stimuli if stimuli is None else stimuli
         masks = self.stimulus_masks(stimuli) if masks is None else masks
-        if state.shape != (1 + self.ionic.n_slow, self.n):
-            raise ShapeError(f"Monodomain.step: state of shape {(1 + self.ionic.n_slow, self.n)} "
-                             f"(variables, owned nodes) expected, got {tuple(state.shape)}")
         t = t0 + k * self.dt
-        if self.splitting == "godunov":
-            return self._diffuse(self._react(state, t, self.dt, stimuli, masks), scale)
-        half = 0.5 * self.dt
-        state = self._react(state, t, half, stimuli, masks)
+        half = self.dt if self.splitting == "godunov" else 0.5 * self.dt
+        error, state = self._react_checked(state, t, half, stimuli, masks)
+        parallel.raise_on_any_rank(error, self.comm)   # a bad state or network fails every rank
         state = self._diffuse(state, scale)
-        return self._react(state, t + half, half, stimuli, masks)
+        if self.splitting == "strang":
+            error, state = self._react_checked(state, t + half, half, stimuli, masks)
+            parallel.raise_on_any_rank(error, self.comm)
+        return state
+
+    def _react_checked(self, state, t, length, stimuli, masks):
+        if state.shape != (1 + self.ionic.n_slow, self.n):
+            return ShapeError(f"Monodomain.step: state of shape {(1 + self.ionic.n_slow, self.n)} "
+                              f"(variables, owned nodes) expected, got {tuple(state.shape)}"), state
+        try:
+            return None, self._react(state, t, length, stimuli, masks)
+        except (ValueError, RuntimeError) as e:
+            return e, state
 
     def simulate(self, n_steps: int, state0: torch.Tensor | None = None, *,
                  scale: torch.Tensor | None = None, stimuli: Sequence[Stimulus] | None = None,
@@ -236,6 +245,26 @@ class Monodomain:
         Each point is taken by the lowest rank that holds a cell containing it.
         """
         return point_weights(self.V, points)
+
+    def pseudo_ecg_weights(self, points: np.ndarray) -> torch.Tensor:
+        """Weights ``W`` (``(n_points, n_owned)``) of the pseudo-ECG: ``parallel.sum(W @ v_owned)``
+        is ``φ(x_e) = ∫ D∇v · ∇(1 / |x - x_e|) dx`` at each electrode ``x_e`` (outside the
+        tissue), the extracellular potential of an unbounded homogeneous bath up to the factor
+        ``1 / (4π σ_bath)``. Uses the conductivity scale's current values. Collective.
+        """
+        x = ufl.SpatialCoordinate(self.mesh)
+        phi = ufl.TestFunction(self.V)
+        d = self.mesh.geometry.dim
+        electrode = dolfinx.fem.Constant(self.mesh, np.zeros(d))
+        r = ufl.sqrt(ufl.inner(x - electrode, x - electrode))
+        form = dolfinx.fem.form(ufl.inner(self.D * ufl.grad(phi), ufl.grad(1.0 / r)) * ufl.dx)
+        rows = []
+        for p in np.asarray(points, dtype=np.float64).reshape(-1, d):
+            electrode.value[:] = p
+            vec = dolfinx.fem.assemble_vector(form)
+            vec.scatter_reverse(dolfinx.la.InsertMode.add)
+            rows.append(vec.array[: self.n].copy())
+        return torch.tensor(np.array(rows).reshape(len(rows), self.n))
 
     def write_xdmf(self, path, frames: Sequence[tuple[float, torch.Tensor]]) -> None:
         """Write ``v`` at the given ``(time, owned v)`` frames to an XDMF file (collective)."""
