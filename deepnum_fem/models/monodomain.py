@@ -93,7 +93,8 @@ class Monodomain:
         splitting: ``"godunov"`` or ``"strang"``.
         lumped_mass: Lump the mass matrix (vertex quadrature): an M-matrix, no undershoot at
             steep fronts.
-        petsc_options: Options of the diffusion solve (default MUMPS LU, factorised once).
+        petsc_options: Options of the diffusion solve (default MUMPS LU, factorised once);
+            any PETSc KSP/PC, e.g. CG + a preconditioner for large meshes.
         reaction_substeps: Reaction sub-steps per (half) step.
     """
 
@@ -133,7 +134,9 @@ class Monodomain:
         controls = [self.v_star] + ([conductivity_scale] if conductivity_scale is not None else [])
         options = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
         options.update(petsc_options or {})
-        self.diffusion = fem_operator(F, self.v, controls=controls, petsc_options=options, linear=True)
+        # M + θ dt K is symmetric (D is): the adjoint is the forward solve, whatever the solver
+        self.diffusion = fem_operator(F, self.v, controls=controls, petsc_options=options, linear=True,
+                                      symmetric=True)
         self.stimuli = list(stimuli)
 
     def _conductivity(self, diffusivity, fibres):

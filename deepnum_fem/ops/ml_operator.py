@@ -19,6 +19,7 @@ Memory per quadrature point (float64): operands ``n_in``, values ``n_out``, Jaco
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from mpi4py import MPI
@@ -52,6 +53,8 @@ class MLOperator(ufl.ExternalOperator):
             argument_slots=argument_slots, add_kwargs={"model": self.model, **add_kwargs})
 
 
+_serials = itertools.count()
+
 class MLModel:
     """A network, its operands and the quadrature data of its linearisation."""
 
@@ -59,6 +62,9 @@ class MLModel:
                  device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
         self.net = net
         self.Q = Q
+        # made in the same order on every rank: a rank-independent order for collective work
+        # (memory addresses, and so id(), differ between ranks)
+        self.serial = next(_serials)
         self.degree = Q.ufl_element().embedded_superdegree
         self.device = torch.device(device)
         params = list(net.parameters())
@@ -258,7 +264,7 @@ def _is_quadrature(element) -> bool:
 
 
 def find_ml_operators(form: ufl.Form) -> list[MLOperator]:
-    return sorted(extract_type(form, MLOperator), key=lambda n: id(n.model))
+    return sorted(extract_type(form, MLOperator), key=lambda n: n.model.serial)
 
 
 def lower(form: ufl.Form) -> tuple[ufl.Form, list[MLModel]]:
@@ -267,7 +273,7 @@ def lower(form: ufl.Form) -> tuple[ufl.Form, list[MLModel]]:
     nodes = find_ml_operators(form)
     if not nodes:
         return form, []
-    models = list({id(n.model): n.model for n in nodes}.values())
+    models = list({n.model.serial: n.model for n in nodes}.values())
     lowered = ufl.replace(form, {n: n.model.surrogate() for n in nodes})
     integrals = []
     for itg in lowered.integrals():
