@@ -321,7 +321,7 @@ def activation_times(traces: torch.Tensor, dt: float, threshold: float = 0.5, *,
     """First time each node's ``v`` crosses ``threshold`` upwards, by linear interpolation.
 
     ``traces[k]`` is ``v`` at time ``t0 + (k + 1) dt`` (what :meth:`Monodomain.simulate`
-    observes). Nodes that never cross get ``never`` (default: the end of the record).
+    observes). Nodes that never cross get ``never`` (default: one step after the last sample).
     Differentiable in the two samples around the crossing (piecewise smooth).
     """
     n_steps = traces.shape[0]
