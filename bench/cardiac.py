@@ -13,8 +13,9 @@ The loss is the soft activation-time misfit on the endo- and epicardial nodes.
 * gradient       (forward with graph + backward) / forward with graph, without checkpoints
                  and with blocks of 20 steps; and against the forward without graph
 * memory         bytes autograd keeps for the backward pass (saved-tensor hooks), per step,
-                 without checkpoints; resident-memory growth over forward + backward with
-                 checkpoints (blocks of 20, measured first, on a fresh heap) and without
+                 without checkpoints; and with ``--memory EVERY`` (one process per value)
+                 the peak resident growth over forward + backward, e.g.
+                 python bench/cardiac.py --memory none; python bench/cardiac.py --memory 20
 """
 
 from __future__ import annotations
@@ -38,12 +39,25 @@ from deepnum_fem.models.ionic import AlievPanfilov, HybridIonic
 from deepnum_fem.models.monodomain import Monodomain, Stimulus, soft_activation_times
 
 
-def rss_mib() -> float:
+def _status_mib(field: str) -> float:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_memory(model, surface, s, steps: int, every: int | None) -> float:
+    """Peak resident-memory growth (MiB, largest rank) over forward + backward of one rollout.
+
+    Run in a fresh process (``--memory``): the kernel's high-water mark is reset first
+    (``/proc/self/clear_refs``), and a fresh heap has no freed blocks to hide the growth.
+    """
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")   # reset VmHWM to the current resident size
+    base = _status_mib("VmRSS")
+    loss_of(model, surface, s, steps, every).backward()
+    return COMM.allreduce(_status_mib("VmHWM") - base, op=MPI.MAX)
 
 
 def build():
@@ -76,6 +90,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--memory", default=None, metavar="EVERY",
+                   help="only measure peak memory, with checkpoint blocks of EVERY steps or 'none' "
+                        "(one per process: the heap must be fresh)")
     args = p.parse_args()
     model, net, surface, s = build()
     dofs = model.V.dofmap.index_map.size_global
@@ -98,15 +115,13 @@ def main() -> None:
         loss_of(model, surface, s, args.steps, None)
 
     forward_nograd()   # factorise, compile, warm up
-    loss_of(model, surface, s, 5, None).backward()   # one-time buffers (transposed solve, autograd engine)
-    memory = {}   # first, before anything frees large blocks the heap would then reuse
-    for every in (20, None):   # checkpointed first: freed memory is reused, so the second would look free
-        base = rss_mib()
-        loss = loss_of(model, surface, s, args.steps, every)
-        after_forward = rss_mib()
-        loss.backward()
-        del loss
-        memory[str(every)] = COMM.allreduce(max(after_forward, rss_mib()) - base, op=MPI.MAX)
+    loss_of(model, surface, s, 5, None).backward()   # one-time buffers (adjoint solve, autograd engine)
+    if args.memory is not None:
+        every = None if args.memory == "none" else int(args.memory)
+        peak = peak_memory(model, surface, s, args.steps, every)
+        log(f"memory    peak resident growth over forward + backward of {args.steps} steps, "
+            f"checkpoint_every={every}: {peak:.1f} MiB/rank")
+        return
     forward_backward()
     t_plain = timed(forward_nograd, args.repeats)
     t_fwd = timed(forward_graph, args.repeats)
@@ -134,14 +149,12 @@ def main() -> None:
     log(f"memory    autograd keeps {saved_mib:.1f} MiB/rank for {args.steps} steps without checkpoints "
         f"= {1024 * saved_mib / args.steps:.0f} KiB/step/rank ({model.n} owned nodes on the largest rank: "
         f"{1024 * saved_mib / args.steps / max(COMM.allreduce(model.n, op=MPI.MAX), 1) * 1024:.0f} B/node/step)")
-    log(f"memory    resident growth over forward + backward: {memory['None']:.1f} MiB/rank without "
-        f"checkpoints, {memory['20']:.1f} MiB/rank with blocks of 20 steps")
     result = {"dofs": dofs, "ranks": COMM.size, "steps": args.steps,
               "ms_per_step_nograd": 1e3 * t_plain / args.steps, "ms_per_step_graph": 1e3 * t_fwd_full / args.steps,
               "ms_per_step_graph_checkpointed": 1e3 * t_fwd / args.steps,
               "gradient_ratio": t_both_full / t_fwd_full, "gradient_ratio_checkpointed": t_both / t_fwd,
               "gradient_ratio_vs_nograd": t_both_full / t_plain,
-              "saved_mib_per_rank": saved_mib, "rss_growth_mib": memory}
+              "saved_mib_per_rank": saved_mib}
     if args.json and COMM.rank == 0:
         args.json.write_text(json.dumps(result, indent=2))
     assert math.isfinite(t_both)
