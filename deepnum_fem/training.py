@@ -49,7 +49,7 @@ def save_checkpoint(path: str | Path, comm: MPI.Comm = MPI.COMM_WORLD, **state) 
 def load_checkpoint(path: str | Path, comm: MPI.Comm = MPI.COMM_WORLD, **targets) -> dict:
     """Read a checkpoint on every rank; load the entries named in ``targets`` into those
     modules/optimisers (``load_state_dict``) and return the whole payload."""
-    payload = torch.load(Path(path), weights_only=False, map_location="cpu")
+    payload = torch.load(Path(path), weights_only=True, map_location="cpu")
     for name, target in targets.items():
         if name not in payload:
             raise KeyError(f"checkpoint {path} has no entry {name!r}; it holds {sorted(payload)}")

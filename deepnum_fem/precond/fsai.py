@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from deepnum_fem.errors import DeepnumFemError, NonFiniteError
+from deepnum_fem.training import load_checkpoint, save_checkpoint
 
 __all__ = ["FSAINet", "LearnedFSAI", "factor_pattern", "fsai_loss", "train"]
 
@@ -152,10 +153,7 @@ def train(net: FSAINet, matrices: list[TrainingMatrix], *, steps: int = 300, lr:
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     start = 0
     if checkpoint is not None and Path(checkpoint).exists():
-        state = torch.load(checkpoint, weights_only=True)
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["step"])
+        start = int(load_checkpoint(checkpoint, MPI.COMM_SELF, net=net, optimizer=opt)["step"])
         log(f"resumed from {checkpoint} at step {start}")
     history = []
     for step in range(start, steps):
@@ -168,7 +166,7 @@ def train(net: FSAINet, matrices: list[TrainingMatrix], *, steps: int = 300, lr:
         if (step + 1) % every == 0 or step + 1 == steps:
             log(f"step {step + 1:5d}/{steps}  loss {np.mean(history[-every:]):.4e}")
             if checkpoint is not None:
-                torch.save({"net": net.state_dict(), "optimizer": opt.state_dict(), "step": step + 1}, checkpoint)
+                save_checkpoint(checkpoint, MPI.COMM_SELF, net=net, optimizer=opt, step=step + 1)
     return history
 
 
