@@ -20,14 +20,16 @@ from dolfinx.graph import adjacencylist
 from dolfinx.io.gmsh import MeshData, PhysicalGroup
 
 from deepnum_fem.errors import MeshError
-from deepnum_fem.geometry import LV_CELL_TAGS, LV_TAGS, _model, left_ventricle
+from deepnum_fem.geometry import CITY_CELL_TAGS, CITY_TAGS, LV_CELL_TAGS, LV_TAGS, _model, city_blocks, left_ventricle
 
-__all__ = ["MESH_DIR", "bundled_mesh_path", "load_left_ventricle", "load_mesh"]
+__all__ = ["MESH_DIR", "bundled_mesh_path", "load_city", "load_left_ventricle", "load_mesh"]
 
 #: Where the bundled meshes live (the repository's ``meshes/``; the package is installed editable).
 MESH_DIR = Path(__file__).resolve().parents[1] / "meshes"
 #: Mesh size (mm) of ``meshes/left_ventricle.msh``, and of the fallback when that file is absent.
 BUNDLED_LV_H = 1.0
+#: Mesh size (m, away from the buildings) of ``meshes/city.msh``, and of the fallback when it is absent.
+BUNDLED_CITY_H = 8.0
 
 #: Integer cell-data arrays meshio uses for tags, tried in this order when ``tag_name`` is not given.
 _TAG_ARRAYS = ("gmsh:physical", "medit:ref")
@@ -91,6 +93,22 @@ def load_left_ventricle(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
     warnings.warn(f"{path} is missing; generating the left ventricle with gmsh (h={BUNDLED_LV_H}). "
                   "Run `python scripts/make_lv_mesh.py` to write it.", stacklevel=2)
     return left_ventricle(BUNDLED_LV_H, comm)
+
+
+def load_city(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
+    """The bundled 2D city block (``meshes/city.msh``), distributed.
+
+    Same geometry and tags as :func:`deepnum_fem.geometry.city_blocks` with its defaults and
+    ``h = 8`` m (:data:`BUNDLED_CITY_H`; ``h / 3`` at the building walls): about 3,300 vertices.
+    When the file is absent the mesh is generated instead (well under a second), with a
+    warning; ``python scripts/make_city_mesh.py`` writes the file again.
+    """
+    path = bundled_mesh_path("city")
+    if comm.bcast(path.is_file() if comm.rank == 0 else None, root=0):
+        return load_mesh(path, comm, gdim=2, required_tags=[*CITY_CELL_TAGS, *CITY_TAGS])
+    warnings.warn(f"{path} is missing; generating the city block with gmsh (h={BUNDLED_CITY_H}). "
+                  "Run `python scripts/make_city_mesh.py` to write it.", stacklevel=2)
+    return city_blocks(BUNDLED_CITY_H, comm=comm)
 
 
 def _load_msh(path: Path, comm: MPI.Comm, gdim: int, required_tags: Sequence[str | int]) -> MeshData:

@@ -19,7 +19,7 @@ from mpi4py import MPI
 import numpy as np
 import torch
 
-from deepnum_fem.errors import DeepnumFemError
+from deepnum_fem.errors import DeepnumFemError, ShapeError
 
 __all__ = [
     "allreduce_gradients",
@@ -101,9 +101,26 @@ def mean(x: torch.Tensor, comm: MPI.Comm = MPI.COMM_WORLD) -> torch.Tensor:
 
 def broadcast_parameters(module: torch.nn.Module, root: int = 0,
                          comm: MPI.Comm = MPI.COMM_WORLD) -> None:
-    """Overwrite the parameters and buffers of ``module`` with those of rank ``root``."""
+    """Overwrite the parameters and buffers of ``module`` with those of rank ``root``.
+
+    Raises on every rank when the ranks' modules do not have the same tensors (names and
+    shapes): rank-local data (node coordinates, per-rank fields) belongs in plain attributes,
+    not in buffers.
+    """
+    tensors = _state_tensors(module)
+    shapes = [tuple(t.shape) for t in tensors]
+    reference = comm.bcast(shapes if comm.rank == root else None, root=root)
+    error = None
+    if shapes != reference:
+        diff = next((i for i, (a, b) in enumerate(zip(shapes, reference, strict=False)) if a != b),
+                    min(len(shapes), len(reference)))
+        error = ShapeError(f"broadcast_parameters: rank {comm.rank}'s module differs from rank {root}'s at "
+                           f"tensor {diff}: shapes {shapes[diff:diff + 1]} against {reference[diff:diff + 1]} "
+                           f"({len(shapes)} against {len(reference)} tensors); rank-local data must not "
+                           "be a parameter or buffer")
+    raise_on_any_rank(error, comm)
     with torch.no_grad():
-        for t in _state_tensors(module):
+        for t in tensors:
             data = comm.bcast(t.detach().cpu().numpy() if comm.rank == root else None, root=root)
             t.copy_(torch.from_numpy(data))
 

@@ -26,8 +26,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mpi4py import MPI
-
 import dolfinx.fem
 import dolfinx.geometry
 import dolfinx.io
@@ -43,6 +41,7 @@ from deepnum_fem.errors import ShapeError
 from deepnum_fem.models.ionic import IonicModel
 from deepnum_fem.ops.fem_operator import fem_operator
 from deepnum_fem.ops.timestepping import rollout
+from deepnum_fem.sensors import point_weights
 
 __all__ = ["Monodomain", "Stimulus", "activation_times", "soft_activation_times"]
 
@@ -278,42 +277,6 @@ class Monodomain:
                 v.x.array[: self.n] = values.detach().cpu().numpy()
                 v.x.scatter_forward()
                 xdmf.write_function(v, t)
-
-
-def point_weights(V: dolfinx.fem.FunctionSpace, points: np.ndarray) -> torch.Tensor:
-    """Evaluation weights of the P1 space ``V`` at ``points`` (see :meth:`Monodomain.point_weights`)."""
-    mesh = V.mesh
-    points = np.asarray(points, dtype=np.float64).reshape(-1, mesh.geometry.dim)
-    pts3 = np.zeros((points.shape[0], 3))
-    pts3[:, : points.shape[1]] = points
-    tdim = mesh.topology.dim
-    n_local_cells = mesh.topology.index_map(tdim).size_local
-    tree = dolfinx.geometry.bb_tree(mesh, tdim, entities=np.arange(n_local_cells, dtype=np.int32))
-    candidates = dolfinx.geometry.compute_collisions_points(tree, pts3)
-    colliding = dolfinx.geometry.compute_colliding_cells(mesh, candidates, pts3)
-    found = np.array([len(colliding.links(i)) > 0 for i in range(len(pts3))])
-    local = np.where(found, mesh.comm.rank, mesh.comm.size).astype(np.int64)
-    owner = np.empty_like(local)
-    mesh.comm.Allreduce(local, owner, op=MPI.MIN)
-    missing = np.flatnonzero(owner == mesh.comm.size)
-    parallel.raise_on_any_rank(
-        ValueError(f"point_weights: points {pts3[missing].tolist()} lie outside the mesh") if missing.size
-        else None, mesh.comm)
-
-    work = dolfinx.fem.Function(V)
-    x_dofs = V.tabulate_dof_coordinates()
-    rows = []
-    for i, p in enumerate(pts3):
-        work.x.array[:] = 0.0
-        if owner[i] == mesh.comm.rank:
-            cell = colliding.links(i)[0]
-            dofs = V.dofmap.cell_dofs(cell)
-            xs = x_dofs[dofs][:, :tdim]
-            lam = np.linalg.solve((xs[1:] - xs[0]).T, p[:tdim] - xs[0])
-            work.x.array[dofs] = np.concatenate([[1.0 - lam.sum()], lam])
-        work.x.scatter_reverse(dolfinx.la.InsertMode.add)
-        rows.append(work.x.array[: n_owned(work)].copy())
-    return torch.tensor(np.array(rows).reshape(len(pts3), n_owned(work)))
 
 
 def activation_times(traces: torch.Tensor, dt: float, threshold: float = 0.5, *, t0: float = 0.0,

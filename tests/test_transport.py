@@ -1,0 +1,280 @@
+"""Pollutant transport: exact Gaussian puff, SUPG monotonicity, potential flow, gradients, 1 vs 2 ranks."""
+
+from __future__ import annotations
+
+import math
+
+from mpi4py import MPI
+
+import dolfinx.fem
+import dolfinx.mesh
+import numpy as np
+import pytest
+import torch
+import ufl
+
+import deepnum_fem as dnf
+from deepnum_fem.errors import ShapeError
+from deepnum_fem.models.transport import (
+    NeuralEmission,
+    Transport,
+    gaussian_source,
+    line_source,
+    potential_flow,
+)
+from deepnum_fem.sensors import PointSensors
+
+# Gaussian puff: amplitude 1, width S0 at X0, carried by (U, 0) with diffusivity K until T.
+U, K, S0, T, X0 = 1.0, 0.005, 0.08, 0.5, (0.5, 0.5)
+
+
+def _puff(x, t: float, exp=np.exp):
+    """The exact 2D puff at points ``x`` (``x[0], x[1]`` arrays or UFL)."""
+    s2 = S0**2 + 2 * K * t
+    return S0**2 / s2 * exp(-((x[0] - X0[0] - U * t) ** 2 + (x[1] - X0[1]) ** 2) / (2 * s2))
+
+
+def _function(model: Transport, c: torch.Tensor) -> dolfinx.fem.Function:
+    f = dolfinx.fem.Function(model.V)
+    f.x.array[: model.n] = c.detach().numpy()
+    f.x.scatter_forward()
+    return f
+
+
+def _integral(model: Transport, expr) -> float:
+    form = dolfinx.fem.form(expr * ufl.dx(metadata={"quadrature_degree": 6}))
+    return model.comm.allreduce(dolfinx.fem.assemble_scalar(form), op=MPI.SUM)
+
+
+def _moments(model: Transport, c: torch.Tensor) -> tuple[float, np.ndarray, np.ndarray]:
+    """Mass, centroid and variance per axis of the P1 field ``c`` (exact quadrature)."""
+    f, x = _function(model, c), ufl.SpatialCoordinate(model.mesh)
+    mass = _integral(model, f)
+    centre = np.array([_integral(model, x[i] * f) for i in range(2)]) / mass
+    variance = np.array([_integral(model, (x[i] - centre[i]) ** 2 * f) for i in range(2)]) / mass
+    return mass, centre, variance
+
+
+def _puff_run(comm, n: int, *, supg: bool):
+    """The puff on an n-by-n-per-unit mesh of [0, 2] x [0, 1], n Crank–Nicolson steps to T."""
+    mesh = dolfinx.mesh.create_rectangle(comm, [[0.0, 0.0], [2.0, 1.0]], [2 * n, n])
+    model = Transport(mesh, (U, 0.0), dt=T / n, diffusivity=K, theta=0.5, supg=supg)
+    c0 = model.interpolate(lambda x: _puff(x.T, 0.0))
+    with torch.no_grad():
+        c, _ = model.simulate(n, c0)
+    exact = _puff(ufl.SpatialCoordinate(mesh), T, exp=ufl.exp)
+    error = math.sqrt(_integral(model, (_function(model, c) - exact) ** 2) / _integral(model, exact**2))
+    return model, c0, c, error
+
+
+@pytest.mark.parametrize("supg", [False, True])
+def test_gaussian_puff_matches_the_exact_solution(comm, supg):
+    errors = [_puff_run(comm, n, supg=supg)[3] for n in (16, 32, 64)]
+    rates = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert errors[-1] < 0.02, errors
+    if supg:
+        # P1 SUPG drops the diffusion term's second derivatives from the element residual: an
+        # O(τ K Δc) = O(h) consistency error, so the order falls from 2 towards 1 as τ K Δc
+        # starts to dominate (measured rates 1.9, 1.1).
+        assert min(rates) >= 1.0, (errors, rates)
+    else:
+        assert np.all(np.abs(rates - 2.0) < 0.3), (errors, rates)
+
+
+def test_gaussian_puff_moments_mass_and_peak(comm):
+    model, c0, c, _ = _puff_run(comm, 64, supg=True)
+    mass0, centre0, var0 = _moments(model, c0)
+    mass, centre, var = _moments(model, c)
+    assert abs(mass - mass0) < 1e-6 * mass0                         # conserved (nothing reaches the walls)
+    np.testing.assert_allclose(centre, np.array(X0) + [U * T, 0.0], atol=2e-3)
+    np.testing.assert_allclose(var, var0 + 2 * K * T, rtol=0.01)    # σ² grows as σ₀² + 2Kt
+    peak = float(dnf.parallel.sum(c.max()[None], comm) if comm.size == 1 else
+                 torch.tensor(comm.allreduce(float(c.max()), op=MPI.MAX)))
+    assert abs(peak - S0**2 / (S0**2 + 2 * K * T)) < 0.01          # peak × σ₀²/(σ₀² + 2Kt)
+
+
+@pytest.mark.parametrize("supg", [True, False])
+@pytest.mark.parametrize("dim", [1, 2])
+def test_steady_boundary_layer_at_high_peclet(comm, supg, dim):
+    """``c' - K c'' = 0``, c(0) = 0, c(1) = 1, mesh Péclet 16: SUPG stays monotone, Galerkin does not.
+
+    In 2D on a crossed (symmetric) mesh. On a right-diagonal mesh the interior rows stay monotone
+    but the two boundary rows undershoot by up to 0.15 next to the layer: SUPG has no discrete
+    maximum principle, it only removes the node-to-node wiggles.
+    """
+    n, diffusivity = 32, 1e-3
+    if dim == 1:
+        mesh = dolfinx.mesh.create_unit_interval(comm, n)
+    else:
+        mesh = dolfinx.mesh.create_unit_square(comm, n, n, diagonal=dolfinx.mesh.DiagonalType.crossed)
+    ends = [dolfinx.mesh.locate_entities_boundary(mesh, dim - 1, lambda x, a=a: np.isclose(x[0], a))
+            for a in (0.0, 1.0)]
+    model = Transport(mesh, (1.0, 0.0)[:dim], dt=math.inf, theta=1.0, diffusivity=diffusivity, supg=supg,
+                      dirichlet=[(ends[0], 0.0), (ends[1], 1.0)])
+    with torch.no_grad():
+        c = model.step(model.zeros())
+    x = np.round(np.concatenate(comm.allgather(model.coordinates)), 9)
+    x = np.column_stack([x, np.zeros(len(x))])[:, :2]
+    values = np.concatenate(comm.allgather(c.numpy()))
+    order = np.lexsort((x[:, 0], x[:, 1]))                 # along x on each row of nodes
+    steps = np.diff(values[order])[np.diff(x[order, 1]) == 0]
+    if supg:
+        assert values.min() >= -1e-6 and values.max() <= 1 + 1e-6, (values.min(), values.max())
+        assert steps.min() >= -1e-6
+    else:
+        assert values.min() < -0.2 and steps.min() < -0.2          # the wiggles SUPG removes
+
+
+def test_potential_flow_in_an_empty_channel_is_uniform(comm):
+    mesh = dolfinx.mesh.create_rectangle(comm, [[0.0, 0.0], [3.0, 1.0]], [12, 4],
+                                         dolfinx.mesh.CellType.triangle)
+    tags = _channel_tags(mesh)
+    w = potential_flow(mesh, tags, inflow=[1], outflow=[2], speed=2.5)
+    values = w.x.array.reshape(-1, 2)
+    np.testing.assert_allclose(values, np.tile([2.5, 0.0], (len(values), 1)), atol=1e-9)
+
+
+def _channel_tags(mesh):
+    """Facet tags 1 at x = 0 (inflow), 2 at x = max (outflow), 3 elsewhere."""
+    x_max = mesh.comm.allreduce(mesh.geometry.x[:, 0].max(), op=MPI.MAX)
+    mesh.topology.create_connectivity(1, 2)
+    facets = dolfinx.mesh.exterior_facet_indices(mesh.topology)
+    mid = dolfinx.mesh.compute_midpoints(mesh, 1, facets)
+    values = np.where(np.isclose(mid[:, 0], 0.0), 1, np.where(np.isclose(mid[:, 0], x_max), 2, 3))
+    return dolfinx.mesh.meshtags(mesh, 1, facets, values.astype(np.int32))
+
+
+# -- sources, sensors and gradients through a rollout ------------------------------------------
+SENSOR_POINTS = np.array([[0.55, 0.45], [0.8, 0.55], [0.95, 0.3], [0.7, 0.75]])
+
+
+def _street(comm, n: int = 12, *, scale_control: bool = False):
+    """A 1 x 1 'street' with wind (1, 0.2), inflow at x = 0, P1 sensors; optionally a
+    diffusivity-scale control (DG0)."""
+    mesh = dolfinx.mesh.create_unit_square(comm, n, n)
+    left = dolfinx.mesh.locate_entities_boundary(mesh, 1, lambda x: np.isclose(x[0], 0.0))
+    scale = None
+    if scale_control:
+        scale = dolfinx.fem.Function(dolfinx.fem.functionspace(mesh, ("DG", 0)))
+        scale.x.array[:] = 1.0
+    model = Transport(mesh, (1.0, 0.2), dt=0.02, diffusivity=0.01, decay=0.1, dirichlet=[(left, 0.0)],
+                      diffusivity_scale=scale)
+    return model, scale, PointSensors(model.V, SENSOR_POINTS)
+
+
+def _emission(model, rate, centre):
+    return (gaussian_source(model.coordinates, centre, rate, 0.08)
+            + line_source(model.coordinates, (0.1, 0.2), (0.4, 0.6), 0.5 * rate, 0.05))
+
+
+def _sensor_loss(model, sensors, sources, steps=60, scale=None, checkpoint_every=None):
+    _, local = model.simulate(steps, sources=sources, scale=scale, observe=lambda c, k: sensors.local(c),
+                              checkpoint_every=checkpoint_every)
+    series = dnf.parallel.sum(local, model.comm)
+    return ((series - 0.05) ** 2).sum()
+
+
+def test_taylor_emission_rate_and_position_through_60_steps(comm):
+    model, _, sensors = _street(comm)
+    m = torch.tensor([1.0, 0.3, 0.4], dtype=torch.float64, requires_grad=True)
+
+    def loss(p):
+        field = _emission(model, p[0], p[1:])
+        return _sensor_loss(model, sensors, lambda k: (1.0 + 0.5 * math.sin(0.1 * k)) * field,
+                            checkpoint_every=20)
+
+    rates = dnf.taylor_test(loss, m, torch.tensor([0.3, 0.05, -0.04], dtype=torch.float64))
+    assert min(rates) >= 1.9, rates
+
+
+def test_taylor_neural_emission_weights_through_60_steps(comm):
+    model, _, sensors = _street(comm)
+    emission = NeuralEmission(model.coordinates, ((0, 0), (1, 1)), centres=(5, 5), hidden=8,
+                              prior=_emission(model, 1.0, (0.3, 0.4)), profile=lambda t: 1.0 + t)
+    dnf.parallel.broadcast_parameters(emission)
+    with torch.no_grad():   # the output layer starts at zero: give it a non-trivial value
+        emission.net[-1].weight.normal_(0.0, 0.3)
+    dnf.parallel.broadcast_parameters(emission)
+    rates = dnf.taylor_test_parameters(
+        lambda: _sensor_loss(model, sensors, lambda k: emission((k + 0.5) * model.dt)), emission)
+    assert min(rates) >= 1.9, rates
+
+
+def test_taylor_diffusivity_scale_field(comm):
+    model, scale, sensors = _street(comm, scale_control=True)
+    field = _emission(model, 1.0, (0.3, 0.4))
+    n = dnf.convert.n_owned(scale)
+    m = torch.ones(n, dtype=torch.float64, requires_grad=True)
+    rates = dnf.taylor_test(lambda s: _sensor_loss(model, sensors, lambda k: field, steps=50, scale=s),
+                            m, torch.rand(n, dtype=torch.float64))
+    assert min(rates) >= 1.9, rates
+
+
+def test_gradcheck_of_a_short_rollout():
+    """gradcheck perturbs entries one by one, so each rank checks a serial copy (COMM_SELF)."""
+    model, _, sensors = _street(MPI.COMM_SELF, n=3)
+    c0 = torch.rand(model.n, dtype=torch.float64, requires_grad=True)
+    source = torch.rand(model.n, dtype=torch.float64, requires_grad=True)
+
+    def fn(c0, source):
+        _, obs = model.simulate(3, c0, sources=lambda k: source, observe=lambda c, k: sensors(c))
+        return obs
+
+    assert torch.autograd.gradcheck(fn, (c0, source), eps=1e-6, atol=1e-8)
+
+
+def test_the_step_operator_is_factorised_once(comm, monkeypatch):
+    model, _, sensors = _street(comm)
+    problem = model.step_operator.problem
+    calls = []
+    original = problem._assemble_operator
+    monkeypatch.setattr(problem, "_assemble_operator", lambda A: (calls.append(1), original(A)))
+    rate = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    _sensor_loss(model, sensors, lambda k: _emission(model, rate, (0.3, 0.4)), steps=20,
+                 checkpoint_every=5).backward()
+    assert len(calls) == 1 and rate.grad is not None
+
+
+@pytest.mark.skipif(MPI.COMM_WORLD.size == 1, reason="needs two ranks")
+def test_one_rank_and_two_ranks_give_the_same_sensor_series(comm):
+    series = []
+    for c in (comm, MPI.COMM_SELF):
+        model, _, sensors = _street(c)
+        with torch.no_grad():
+            field = _emission(model, 1.0, (0.3, 0.4))
+            _, obs = model.simulate(40, sources=lambda k, f=field: f, observe=lambda u, k, s=sensors: s(u))
+        series.append(obs.numpy())
+    np.testing.assert_allclose(series[0], series[1], rtol=1e-9, atol=1e-12)
+    assert series[0].max() > 1e-2      # the plume reached the sensors
+
+
+def test_point_sensors_reproduce_linear_and_quadratic_fields(comm):
+    mesh = dolfinx.mesh.create_unit_square(comm, 7, 5)
+    points = np.array([[0.1, 0.1], [0.5, 0.5], [0.93, 0.27], [1.0, 1.0], [3 / 7, 0.4]])
+    for degree, fn in ((1, lambda x: 1 + 2 * x[0] - 3 * x[1]), (2, lambda x: x[0] ** 2 - x[0] * x[1] + 0.5)):
+        V = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))
+        f = dolfinx.fem.Function(V)
+        f.interpolate(fn)
+        sensors = PointSensors(V, points)
+        values = sensors(dnf.to_torch(f))
+        np.testing.assert_allclose(values.numpy(), fn(points.T), atol=1e-12)
+        np.testing.assert_allclose((dnf.parallel.sum(sensors.dense() @ dnf.to_torch(f), comm)).numpy(),
+                                   fn(points.T), atol=1e-12)
+
+
+def test_bad_input_gives_clear_errors(comm):
+    model, _, sensors = _street(comm, n=4)
+    with pytest.raises(ShapeError, match=r"concentration of shape \(\d+,\)"):
+        model.step(torch.zeros(model.n + 1, dtype=torch.float64))
+    with pytest.raises(ShapeError, match="owned dofs"):
+        sensors(torch.zeros(model.n + 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="outside the mesh"):
+        PointSensors(model.V, np.array([[2.0, 0.5]]))
+    with pytest.raises(ValueError, match="diffusivity_scale"):
+        model.step(model.zeros(), scale=model.zeros())
+    with pytest.raises(ValueError, match="theta = 1"):
+        Transport(model.mesh, (1.0, 0.0), dt=math.inf)
+    with pytest.raises(ShapeError, match=r"wind vector of shape \(2,\)"):
+        Transport(model.mesh, (1.0, 0.0, 0.0), dt=0.1)
+    with pytest.raises(dnf.NonFiniteError):
+        model.step(model.zeros(), torch.full((model.n,), float("nan"), dtype=torch.float64))
