@@ -168,3 +168,13 @@ def test_parallel_helpers_agree_across_ranks():
     total = dnf.parallel.mean(torch.arange(COMM.rank + 1, dtype=torch.float64))
     values = np.concatenate([np.arange(r + 1) for r in range(COMM.size)])
     assert total.item() == pytest.approx(values.mean())
+
+
+def test_broadcast_parameters_of_modules_that_differ_between_ranks():
+    """A buffer whose size depends on the rank (rank-local data) fails on every rank, not hangs."""
+    if COMM.size == 1:
+        pytest.skip("needs two ranks")  # covered under mpirun -n 2 by ./dnf test
+    net = torch.nn.Linear(3, 2)
+    net.register_buffer("local_nodes", torch.zeros(5 + COMM.rank))
+    with pytest.raises(dnf.ShapeError, match="rank-local data must not be a parameter or buffer"):
+        dnf.parallel.broadcast_parameters(net)
