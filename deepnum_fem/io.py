@@ -20,9 +20,23 @@ from dolfinx.graph import adjacencylist
 from dolfinx.io.gmsh import MeshData, PhysicalGroup
 
 from deepnum_fem.errors import MeshError
-from deepnum_fem.geometry import CITY_CELL_TAGS, CITY_TAGS, LV_CELL_TAGS, LV_TAGS, _model, city_blocks, left_ventricle
+from deepnum_fem.geometry import (
+    BAY_COASTLINE,
+    BAY_ISLANDS,
+    BAY_OPEN_SEA,
+    CITY_CELL_TAGS,
+    CITY_TAGS,
+    COAST_CELL_TAGS,
+    COAST_TAGS,
+    LV_CELL_TAGS,
+    LV_TAGS,
+    _model,
+    city_blocks,
+    coastal_domain,
+    left_ventricle,
+)
 
-__all__ = ["MESH_DIR", "bundled_mesh_path", "load_city", "load_left_ventricle", "load_mesh"]
+__all__ = ["MESH_DIR", "bundled_mesh_path", "load_city", "load_coast", "load_left_ventricle", "load_mesh"]
 
 #: Where the bundled meshes live (the repository's ``meshes/``; the package is installed editable).
 MESH_DIR = Path(__file__).resolve().parents[1] / "meshes"
@@ -30,6 +44,8 @@ MESH_DIR = Path(__file__).resolve().parents[1] / "meshes"
 BUNDLED_LV_H = 1.0
 #: Mesh size (m, away from the buildings) of ``meshes/city.msh``, and of the fallback when it is absent.
 BUNDLED_CITY_H = 8.0
+#: Offshore mesh size (m) of ``meshes/coast.msh``, and of the fallback when it is absent.
+BUNDLED_COAST_H = 500.0
 
 #: Integer cell-data arrays meshio uses for tags, tried in this order when ``tag_name`` is not given.
 _TAG_ARRAYS = ("gmsh:physical", "medit:ref")
@@ -109,6 +125,24 @@ def load_city(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
     warnings.warn(f"{path} is missing; generating the city block with gmsh (h={BUNDLED_CITY_H}). "
                   "Run `python scripts/make_city_mesh.py` to write it.", stacklevel=2)
     return city_blocks(BUNDLED_CITY_H, comm=comm)
+
+
+def load_coast(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
+    """The bundled idealised bay with an island (``meshes/coast.msh``), distributed.
+
+    Same geometry and tags as :func:`deepnum_fem.geometry.coastal_domain` of
+    :data:`~deepnum_fem.geometry.BAY_COASTLINE`, :data:`~deepnum_fem.geometry.BAY_OPEN_SEA`
+    and :data:`~deepnum_fem.geometry.BAY_ISLANDS` with ``h = 500`` m offshore
+    (:data:`BUNDLED_COAST_H`; ``h / 4`` at the land): about 3,100 vertices. When the file is
+    absent the mesh is generated instead (well under a second), with a warning;
+    ``python scripts/make_coast_mesh.py`` writes the file again.
+    """
+    path = bundled_mesh_path("coast")
+    if comm.bcast(path.is_file() if comm.rank == 0 else None, root=0):
+        return load_mesh(path, comm, gdim=2, required_tags=[*COAST_CELL_TAGS, *COAST_TAGS])
+    warnings.warn(f"{path} is missing; generating the bay with gmsh (h={BUNDLED_COAST_H}). "
+                  "Run `python scripts/make_coast_mesh.py` to write it.", stacklevel=2)
+    return coastal_domain(BAY_COASTLINE, BAY_OPEN_SEA, islands=BAY_ISLANDS, h=BUNDLED_COAST_H, comm=comm)
 
 
 def _load_msh(path: Path, comm: MPI.Comm, gdim: int, required_tags: Sequence[str | int]) -> MeshData:

@@ -125,23 +125,44 @@ def test_steady_boundary_layer_at_high_peclet(comm, supg, dim):
         assert values.min() < -0.2 and steps.min() < -0.2          # the wiggles SUPG removes
 
 
-def test_potential_flow_in_an_empty_channel_is_uniform(comm):
-    mesh = dolfinx.mesh.create_rectangle(comm, [[0.0, 0.0], [3.0, 1.0]], [12, 4],
-                                         dolfinx.mesh.CellType.triangle)
+@pytest.mark.parametrize("dim", [2, 3])
+def test_potential_flow_in_an_empty_channel_is_uniform(comm, dim):
+    if dim == 2:
+        mesh = dolfinx.mesh.create_rectangle(comm, [[0.0, 0.0], [3.0, 1.0]], [12, 4])
+    else:
+        mesh = dolfinx.mesh.create_box(comm, [[0.0, 0.0, 0.0], [3.0, 1.0, 1.0]], [6, 2, 2])
     tags = _channel_tags(mesh)
     w = potential_flow(mesh, tags, inflow=[1], outflow=[2], speed=2.5)
-    values = w.x.array.reshape(-1, 2)
-    np.testing.assert_allclose(values, np.tile([2.5, 0.0], (len(values), 1)), atol=1e-9)
+    values = w.x.array.reshape(-1, dim)
+    expected = np.zeros(dim)
+    expected[0] = 2.5
+    np.testing.assert_allclose(values, np.tile(expected, (len(values), 1)), atol=1e-9)
+
+
+def test_a_puff_in_3d_keeps_its_mass_and_moves_with_the_wind(comm):
+    """The 3D model (as on ``geometry.city_blocks_3d``): a puff in a box, mass and variance."""
+    mesh = dolfinx.mesh.create_box(comm, [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]], [12, 12, 12])
+    s0, k, t_end = 0.1, 0.01, 0.2
+    model = Transport(mesh, (0.5, 0.0, 0.0), dt=t_end / 4, diffusivity=k)
+    c0 = model.interpolate(lambda x: np.exp(-((x - [0.4, 0.5, 0.5]) ** 2).sum(axis=1) / (2 * s0**2)))
+    assert float(model.mass(torch.ones(model.n, dtype=torch.float64))) == pytest.approx(1.0, rel=1e-12)
+    with torch.no_grad():
+        c, _ = model.simulate(4, c0)
+    assert float(model.mass(c)) == pytest.approx(float(model.mass(c0)), rel=1e-3)   # tails cross the faces
+    x = torch.from_numpy(model.coordinates)
+    centre = [float(model.mass(c * x[:, i]) / model.mass(c)) for i in range(3)]
+    np.testing.assert_allclose(centre, [0.4 + 0.5 * t_end, 0.5, 0.5], atol=5e-3)
 
 
 def _channel_tags(mesh):
     """Facet tags 1 at x = 0 (inflow), 2 at x = max (outflow), 3 elsewhere."""
+    fdim = mesh.topology.dim - 1
     x_max = mesh.comm.allreduce(mesh.geometry.x[:, 0].max(), op=MPI.MAX)
-    mesh.topology.create_connectivity(1, 2)
+    mesh.topology.create_connectivity(fdim, fdim + 1)
     facets = dolfinx.mesh.exterior_facet_indices(mesh.topology)
-    mid = dolfinx.mesh.compute_midpoints(mesh, 1, facets)
+    mid = dolfinx.mesh.compute_midpoints(mesh, fdim, facets)
     values = np.where(np.isclose(mid[:, 0], 0.0), 1, np.where(np.isclose(mid[:, 0], x_max), 2, 3))
-    return dolfinx.mesh.meshtags(mesh, 1, facets, values.astype(np.int32))
+    return dolfinx.mesh.meshtags(mesh, fdim, facets, values.astype(np.int32))
 
 
 # -- sources, sensors and gradients through a rollout ------------------------------------------

@@ -33,6 +33,7 @@ from mpi4py import MPI
 import dolfinx.fem
 import dolfinx.fem.petsc
 import dolfinx.io
+import dolfinx.la
 import dolfinx.mesh
 import numpy as np
 import torch
@@ -160,8 +161,9 @@ class Transport:
         self.step_operator = fem_operator(F, self.c, controls=controls, bcs=bcs, petsc_options=options,
                                           linear=True, symmetric=False)
         # ∫ φ_i dx: the integral of a P1 field is exact as mass · c
-        self.mass_weights = torch.from_numpy(dolfinx.fem.assemble_vector(
-            dolfinx.fem.form(v * ufl.dx)).array[: self.n].copy())
+        weights = dolfinx.fem.assemble_vector(dolfinx.fem.form(v * ufl.dx))
+        weights.scatter_reverse(dolfinx.la.InsertMode.add)   # ghost cells' shares to the owners
+        self.mass_weights = torch.from_numpy(weights.array[: self.n].copy())
         self.minimum = math.inf
 
     def _wind(self, wind):
