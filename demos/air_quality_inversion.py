@@ -37,8 +37,10 @@ from pathlib import Path
 
 from mpi4py import MPI
 
+import dolfinx.fem
 import numpy as np
 import torch
+import ufl
 
 import deepnum_fem as dnf
 from deepnum_fem.geometry import CITY_BUILDINGS, CITY_TAGS, city_blocks
@@ -114,6 +116,8 @@ def main() -> None:
                    "instead of loading the bundled mesh")
     p.add_argument("--noise", type=float, default=0.01, help="sensor noise, fraction of the data's RMS")
     p.add_argument("--regularisation", type=float, default=1e-3, help="weight of mean(N_θ²) / scale²")
+    p.add_argument("--smoothness", type=float, default=0.0,
+                   help="weight of ∫|∇N_θ|² dx / (scale² area): favours smooth corrections")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps per recomputed block")
     p.add_argument("--save-every", type=int, default=3, help="epochs between checkpoints")
     p.add_argument("--resume", action="store_true")
@@ -172,13 +176,19 @@ def main() -> None:
         log(f"resumed from {ckpt} at epoch {start}")
 
     n_nodes = dnf.parallel.sum(torch.tensor(float(model.n), dtype=torch.float64))
+    area = float(model.mass(torch.ones(model.n, dtype=torch.float64)))
+    correction_fn = dolfinx.fem.Function(model.V)
+    roughness = dnf.functional(ufl.inner(ufl.grad(correction_fn), ufl.grad(correction_fn)) * ufl.dx,
+                               inputs=[correction_fn])
 
     def closure():
         opt.zero_grad()
         series, _ = simulate(model, emission.field(), train_steps, sensors, checkpoint_every=args.checkpoint_every)
         misfit = ((series[:, :n_train] - observed[:train_steps, :n_train]) ** 2).mean() / data_scale
-        penalty = dnf.parallel.sum((emission.correction() / emission.scale).pow(2).sum()) / n_nodes
-        loss = misfit + args.regularisation * penalty
+        correction = emission.correction() / emission.scale
+        loss = misfit + args.regularisation * dnf.parallel.sum(correction.pow(2).sum()) / n_nodes
+        if args.smoothness:
+            loss = loss + args.smoothness * roughness(correction) / area
         loss.backward()
         dnf.parallel.allreduce_gradients(params)
         return loss.detach()
