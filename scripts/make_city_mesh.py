@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import tempfile
 from pathlib import Path
 
 from mpi4py import MPI
 
 import deepnum_fem  # noqa: F401  (dolfinx_solver first)
-from deepnum_fem.geometry import CITY_BUILDINGS, _check_city, _city_blocks_model, _model, city_blocks
+from deepnum_fem.geometry import CITY_BUILDINGS, _check_city, _city_blocks_model, _model, city_blocks, write_msh
 from deepnum_fem.io import BUNDLED_CITY_H, bundled_mesh_path
 
 DEFAULTS = inspect.signature(city_blocks).parameters
@@ -28,24 +27,10 @@ parser.add_argument("--out", type=Path, default=bundled_mesh_path("city"))
 args = parser.parse_args()
 h_near = _check_city(args.h, None, LENGTH, WIDTH, CITY_BUILDINGS, h_near_default=args.h / 3)
 
-with _model("city_blocks", MPI.COMM_SELF) as gmsh, tempfile.TemporaryDirectory() as tmp:
+with _model("city_blocks", MPI.COMM_SELF) as gmsh:
     _city_blocks_model(gmsh, args.h, h_near, LENGTH, WIDTH, CITY_BUILDINGS)
-    gmsh.option.setNumber("Mesh.MshFileVersion", 4.1)
-    gmsh.option.setNumber("Mesh.SaveAll", 0)   # only the elements of physical groups
-    candidates = []
-    for binary in (0, 1):
-        gmsh.option.setNumber("Mesh.Binary", binary)
-        candidates.append(Path(tmp) / f"city{binary}.msh")
-        gmsh.write(str(candidates[-1]))
-    best = min(candidates, key=lambda p: p.stat().st_size)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(best.read_bytes())
-    n_vertices = gmsh.model.mesh.getNodes()[0].size
-    counts = {name: sum(gmsh.model.mesh.getElements(dim, e)[1][0].size
-                        for e in gmsh.model.getEntitiesForPhysicalGroup(dim, tag))
-              for dim, tag in gmsh.model.getPhysicalGroups()
-              for name in [gmsh.model.getPhysicalName(dim, tag)]}
+    info = write_msh(gmsh, args.out)
     area = LENGTH * WIDTH - sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in CITY_BUILDINGS)
     print(f"wrote {args.out}: gmsh {gmsh.__version__}, h = {args.h} m, h_near = {h_near:.4g} m, "
-          f"{n_vertices} vertices, {counts} elements, {'binary' if best.name == 'city1.msh' else 'ASCII'}, "
-          f"{args.out.stat().st_size / 1e6:.2f} MB; exact area {area:.1f} m^2")
+          f"{info['vertices']} vertices, {info['counts']} elements, {'binary' if info['binary'] else 'ASCII'}, "
+          f"{info['megabytes']:.2f} MB; exact area {area:.1f} m^2")

@@ -10,7 +10,6 @@ smaller. Prints what ``meshes/README.md`` records.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 from mpi4py import MPI
@@ -26,6 +25,7 @@ from deepnum_fem.geometry import (
     _coastal_model,
     _model,
     _signed_area,
+    write_msh,
 )
 from deepnum_fem.io import BUNDLED_COAST_H, bundled_mesh_path
 
@@ -36,28 +36,14 @@ args = parser.parse_args()
 rings, open_sea, h_coast, grading = _check_coast(BAY_COASTLINE, BAY_OPEN_SEA, BAY_ISLANDS, args.h, None, None,
                                                  False, None)
 
-with _model("coastal_domain", MPI.COMM_SELF) as gmsh, tempfile.TemporaryDirectory() as tmp:
+with _model("coastal_domain", MPI.COMM_SELF) as gmsh:
     _coastal_model(gmsh, rings, open_sea, args.h, h_coast, grading)
-    gmsh.option.setNumber("Mesh.MshFileVersion", 4.1)
-    gmsh.option.setNumber("Mesh.SaveAll", 0)   # only the elements of physical groups
-    candidates = []
-    for binary in (0, 1):
-        gmsh.option.setNumber("Mesh.Binary", binary)
-        candidates.append(Path(tmp) / f"coast{binary}.msh")
-        gmsh.write(str(candidates[-1]))
-    best = min(candidates, key=lambda p: p.stat().st_size)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(best.read_bytes())
-    n_vertices = gmsh.model.mesh.getNodes()[0].size
-    counts = {name: sum(gmsh.model.mesh.getElements(dim, e)[1][0].size
-                        for e in gmsh.model.getEntitiesForPhysicalGroup(dim, tag))
-              for dim, tag in gmsh.model.getPhysicalGroups()
-              for name in [gmsh.model.getPhysicalName(dim, tag)]}
+    info = write_msh(gmsh, args.out)
     area = abs(_signed_area(rings[0])) - sum(abs(_signed_area(r)) for r in rings[1:])
     edges = [np.linalg.norm(np.roll(r, -1, axis=0) - r, axis=1) for r in rings]
     open_length = edges[0][list(open_sea)].sum()
     land_length = sum(e.sum() for e in edges) - open_length
     print(f"wrote {args.out}: gmsh {gmsh.__version__}, h = {args.h} m, h_coast = {h_coast:.4g} m, "
-          f"grading distance {grading:.4g} m, {n_vertices} vertices, {counts} elements, "
-          f"{'binary' if best.name == 'coast1.msh' else 'ASCII'}, {args.out.stat().st_size / 1e6:.2f} MB; "
+          f"grading distance {grading:.4g} m, {info['vertices']} vertices, {info['counts']} elements, "
+          f"{'binary' if info['binary'] else 'ASCII'}, {info['megabytes']:.2f} MB; "
           f"exact area {area:.1f} m^2, LAND {land_length:.3f} m, OPEN_SEA {open_length:.3f} m")
