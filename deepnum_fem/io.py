@@ -11,6 +11,7 @@ from pathlib import Path
 from mpi4py import MPI
 
 import basix.ufl
+import dolfinx.fem
 import dolfinx.io
 import dolfinx.io.gmsh
 import dolfinx.mesh
@@ -36,7 +37,8 @@ from deepnum_fem.geometry import (
     left_ventricle,
 )
 
-__all__ = ["MESH_DIR", "bundled_mesh_path", "load_city", "load_coast", "load_left_ventricle", "load_mesh"]
+__all__ = ["MESH_DIR", "bundled_mesh_path", "load_city", "load_coast", "load_left_ventricle", "load_mesh",
+           "write_frames"]
 
 #: Where the bundled meshes live (the repository's ``meshes/``; the package is installed editable).
 MESH_DIR = Path(__file__).resolve().parents[1] / "meshes"
@@ -290,3 +292,20 @@ def _missing_tags(path: Path, required: Sequence[str | int], names: set[str], va
         return None
     return (f"{path} lacks the required tags {missing} (required: {list(required)}); it has the named "
             f"tags {sorted(names)} and the tag values {sorted(values)}")
+
+
+def write_frames(path: str | Path, V, frames, name: str = "u") -> None:
+    """Write ``(time, owned dofs)`` frames of a field on ``V`` to an XDMF file (collective).
+
+    Each tensor or array holds the owned dofs, as ``dnf.to_torch`` gives them; ghosts are
+    refreshed before writing.
+    """
+    f = dolfinx.fem.Function(V, name=name)
+    n = V.dofmap.index_map.size_local * V.dofmap.index_map_bs
+    with dolfinx.io.XDMFFile(V.mesh.comm, str(path), "w") as xdmf:
+        xdmf.write_mesh(V.mesh)
+        for t, values in frames:
+            values = values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
+            f.x.array[:n] = values
+            f.x.scatter_forward()
+            xdmf.write_function(f, t)

@@ -38,6 +38,7 @@ import ufl
 from deepnum_fem import parallel
 from deepnum_fem.convert import n_owned
 from deepnum_fem.errors import ShapeError
+from deepnum_fem.io import write_frames
 from deepnum_fem.models.ionic import IonicModel
 from deepnum_fem.ops.fem_operator import fem_operator
 from deepnum_fem.ops.timestepping import rollout
@@ -270,13 +271,7 @@ class Monodomain:
 
     def write_xdmf(self, path, frames: Sequence[tuple[float, torch.Tensor]]) -> None:
         """Write ``v`` at the given ``(time, owned v)`` frames to an XDMF file (collective)."""
-        v = dolfinx.fem.Function(self.V, name="v")
-        with dolfinx.io.XDMFFile(self.comm, str(path), "w") as xdmf:
-            xdmf.write_mesh(self.mesh)
-            for t, values in frames:
-                v.x.array[: self.n] = values.detach().cpu().numpy()
-                v.x.scatter_forward()
-                xdmf.write_function(v, t)
+        write_frames(path, self.V, frames, "v")
 
 
 def activation_times(traces: torch.Tensor, dt: float, threshold: float = 0.5, *, t0: float = 0.0,

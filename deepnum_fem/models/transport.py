@@ -42,6 +42,7 @@ import ufl
 from deepnum_fem import parallel
 from deepnum_fem.convert import n_owned
 from deepnum_fem.errors import ShapeError
+from deepnum_fem.io import write_frames
 from deepnum_fem.ops.fem_operator import fem_operator
 from deepnum_fem.ops.timestepping import rollout
 
@@ -231,13 +232,7 @@ class Transport:
 
     def write_xdmf(self, path, frames: Sequence[tuple[float, torch.Tensor]], name: str = "c") -> None:
         """Write ``(time, owned dofs)`` frames of a P1 field to an XDMF file (collective)."""
-        f = dolfinx.fem.Function(self.V, name=name)
-        with dolfinx.io.XDMFFile(self.comm, str(path), "w") as xdmf:
-            xdmf.write_mesh(self.mesh)
-            for t, values in frames:
-                f.x.array[: self.n] = values.detach().cpu().numpy()
-                f.x.scatter_forward()
-                xdmf.write_function(f, t)
+        write_frames(path, self.V, frames, name)
 
 
 # -- emissions ------------------------------------------------------------------------------------
