@@ -208,7 +208,7 @@ def main() -> None:
     # factorisations: the target rollout (Setup) was the model's first; then one gradient rollout
     # with checkpoints (forward, recomputation, adjoint) after forgetting the operator's values
     first = s.assemblies[0]
-    s.model.step_operator.problem._operator_input_values = None   # as if w, K, k or dt had changed
+    s.model.step_operator.problem._operator_inputs.forget()   # as if w, K, k or dt had changed
     s.gradient(steps, 20)
     per_gradient_rollout = s.assemblies[0] - first
     s.gradient(5, None)          # one-time buffers of the graph path

@@ -10,7 +10,7 @@ import numpy as np
 import ufl
 
 from deepnum_fem.convert import n_owned, owned_array
-from deepnum_fem.fem.forms import constant_derivatives, is_constant
+from deepnum_fem.fem.forms import ValueSnapshot, coefficients_and_constants, constant_derivatives, is_constant
 
 
 class Control:
@@ -22,14 +22,17 @@ class Control:
     each component of ``(dF/dm)^T lam``.
     """
 
-    def __init__(self, m, form: ufl.Form, lam: dolfinx.fem.Function | None, *,
-                 jit_options: dict | None = None, form_compiler_options: dict | None = None):
+    def __init__(self, m, form: ufl.Form, lam: dolfinx.fem.Function | None, *, fixed_unless=(),
+                 comm=None, jit_options: dict | None = None, form_compiler_options: dict | None = None):
         self.m = m
         self._opts = {"jit_options": jit_options, "form_compiler_options": form_compiler_options}
         self._lam = lam
         self._vec = None
         self._forms: list = []
-        self._build(form, lam)
+        self._matrix = None          # dF/dm assembled, when it depends on none of fixed_unless
+        self._matrix_form = None
+        self._matrix_inputs: ValueSnapshot | None = None
+        self._build(form, lam, fixed_unless, comm)
 
     # -- description -------------------------------------------------------------------
     @property
@@ -58,7 +61,7 @@ class Control:
             self.m.x.scatter_forward()
 
     # -- adjoint -----------------------------------------------------------------------
-    def _build(self, form: ufl.Form, lam) -> None:
+    def _build(self, form: ufl.Form, lam, fixed_unless, comm) -> None:
         if lam is None:  # a functional: derivative of a scalar form
             if self.is_constant:
                 self._forms = [dolfinx.fem.form(f, **self._opts)
@@ -74,7 +77,13 @@ class Control:
         else:
             M = self.m.function_space
             dFdm = ufl.derivative(form, self.m, ufl.TrialFunction(M))
-            self._forms = [dolfinx.fem.form(ufl.action(ufl.adjoint(dFdm), lam), **self._opts)]
+            inputs = coefficients_and_constants(ufl.algorithms.expand_derivatives(dFdm))
+            if fixed_unless and not any(o in inputs for o in [self.m, *fixed_unless]):
+                # F is affine in m with a coefficient free of u and m: (dF/dm)^T lam = B^T lam
+                self._matrix_form = dolfinx.fem.form(dFdm, **self._opts)
+                self._matrix_inputs = ValueSnapshot(inputs, comm)
+            else:
+                self._forms = [dolfinx.fem.form(ufl.action(ufl.adjoint(dFdm), lam), **self._opts)]
 
     def assemble(self) -> np.ndarray:
         """Assemble the compiled derivative: owned entries (Function) or local shares (Constant).
@@ -87,6 +96,15 @@ class Control:
                             dtype=np.float64).reshape(self.shape)
         if self._vec is None:
             self._vec = dolfinx.fem.petsc.create_vector(self.m.function_space)
+        if self._matrix_form is not None:
+            if self._matrix is None:
+                self._matrix = dolfinx.fem.petsc.create_matrix(self._matrix_form)
+            if not self._matrix_inputs.unchanged():
+                self._matrix.zeroEntries()
+                dolfinx.fem.petsc.assemble_matrix(self._matrix, self._matrix_form)
+                self._matrix.assemble()
+            self._matrix.multTranspose(self._lam.x.petsc_vec, self._vec)
+            return self._vec.getArray(readonly=True).copy()
         with self._vec.localForm() as local:
             local.set(0.0)
         dolfinx.fem.petsc.assemble_vector(self._vec, self._forms[0])
@@ -97,3 +115,6 @@ class Control:
         if self._vec is not None:
             self._vec.destroy()
             self._vec = None
+        if self._matrix is not None:
+            self._matrix.destroy()
+            self._matrix = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mpi4py import MPI
+
 import dolfinx.fem
 import numpy as np
 import ufl
@@ -41,3 +43,30 @@ def depends_on(form: ufl.Form, objects) -> bool:
     derivatives are evaluated (an unevaluated ``derivative(F, u)`` still names ``u``)."""
     present = coefficients_and_constants(ufl.algorithms.expand_derivatives(form))
     return any(o in present for o in objects)
+
+
+class ValueSnapshot:
+    """The values of some Functions and Constants at the last :meth:`unchanged` call.
+
+    What a cached matrix was assembled from: when none of them changed, the matrix is still
+    right. Collective when a Function is among them (values may change on one rank only).
+    """
+
+    def __init__(self, objects, comm: MPI.Comm):
+        self.objects, self.comm = list(objects), comm
+        self._values: list[np.ndarray] | None = None
+        self._collective = any(not is_constant(o) for o in self.objects)
+
+    def unchanged(self) -> bool:
+        """Whether the values equal those of the previous call (False the first time); then
+        remember the current ones."""
+        values = [np.array(o.value if is_constant(o) else o.x.array, copy=True) for o in self.objects]
+        same = self._values is not None and all(
+            np.array_equal(a, b) for a, b in zip(values, self._values, strict=True))
+        if self._collective:
+            same = self.comm.allreduce(same, op=MPI.LAND)
+        self._values = values
+        return same
+
+    def forget(self) -> None:
+        self._values = None

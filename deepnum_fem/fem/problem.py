@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-from mpi4py import MPI
 from petsc4py import PETSc
 
 import dolfinx.fem
@@ -17,7 +16,7 @@ import ufl
 from deepnum_fem.convert import n_owned, owned_array
 from deepnum_fem.errors import DeepnumFemError, SolverError
 from deepnum_fem.fem.controls import Control
-from deepnum_fem.fem.forms import coefficients_and_constants, depends_on, is_constant
+from deepnum_fem.fem.forms import ValueSnapshot, coefficients_and_constants, depends_on
 from deepnum_fem.ops.ml_operator import lower as lower_ml
 from deepnum_fem.ops.ml_operator import ml_parameter_gradients, unique_parameters
 
@@ -87,8 +86,8 @@ class AdjointProblem:
         # values it depends on change: a time loop with a fixed conductivity control pays one
         # factorisation per rollout, and its adjoint steps reuse it.
         self._operator_cacheable = self.linear and not depends_on(J, ml_data)
-        self._operator_inputs = list(coefficients_and_constants(ufl.algorithms.expand_derivatives(J)))
-        self._operator_input_values: list[np.ndarray] | None = None
+        self._operator_inputs = ValueSnapshot(coefficients_and_constants(ufl.algorithms.expand_derivatives(J)),
+                                              self.comm)
 
         prefix = petsc_options_prefix or f"dnf_op{next(_prefix_counter)}_"
         self.prefix = prefix
@@ -103,7 +102,10 @@ class AdjointProblem:
         self.b = dolfinx.fem.petsc.create_vector(self.V)
         self.x = dolfinx.fem.petsc.create_vector(self.V)
         self.lam = dolfinx.fem.Function(self.V, name="adjoint")
-        self.controls = [Control(m, F, self.lam, **opts) for m in controls]
+        # an adjoint action that does not depend on u, m or a network is a fixed matrix: assembled
+        # once (again only when its inputs change), then applied by a transposed mat-vec
+        self.controls = [Control(m, F, self.lam, fixed_unless=[u, *ml_data], comm=self.comm, **opts)
+                         for m in controls]
         # -(dF/dN0)^T lam: the per-point cotangent of each network's output
         self.ml_controls = [Control(m.N0, F, self.lam, **opts) for m in self.ml_models]
         self.ml_parameters = unique_parameters(self.ml_models)
@@ -185,14 +187,7 @@ class AdjointProblem:
 
     def _operator_is_current(self) -> bool:
         """Whether the values the operator depends on are those of its last assembly (collective)."""
-        values = [np.array(c.value if is_constant(c) else c.x.array, copy=True)
-                  for c in self._operator_inputs]
-        same = self._operator_input_values is not None and all(
-            np.array_equal(a, b) for a, b in zip(values, self._operator_input_values, strict=True))
-        if any(not is_constant(c) for c in self._operator_inputs):
-            same = self.comm.allreduce(same, op=MPI.LAND)   # Function values may differ per rank
-        self._operator_input_values = values
-        return same
+        return self._operator_inputs.unchanged()
 
     @property
     def shares_factorisation(self) -> bool:
