@@ -109,7 +109,7 @@ def _local_weights(V, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, t
     pts3 = np.zeros((len(points), 3))
     pts3[:, :gdim] = points
     _, cells = _owning_cells(mesh, pts3)
-    x_geom, geom_dofs = mesh.geometry.x, mesh.geometry.dofmap
+    x_geom, geom_dofs = mesh.geometry.x, mesh.geometry.dofmaps[0]
     basix_element = V.element.basix_element
 
     # Every rank assembles one Function per point (weights at its cell's dofs), then a reverse
@@ -121,7 +121,7 @@ def _local_weights(V, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, t
         work.x.array[:] = 0.0
         if cells[i] >= 0:
             cell = int(cells[i])
-            X = mesh.geometry.cmap.pull_back(pts3[i:i + 1, :gdim], x_geom[geom_dofs[cell], :gdim])
+            X = mesh.geometry.cmaps[0].pull_back(pts3[i:i + 1, :gdim], x_geom[geom_dofs[cell], :gdim])
             phi = basix_element.tabulate(0, X)[0, 0, :, 0]
             work.x.array[V.dofmap.cell_dofs(cell)] = phi
         work.x.scatter_reverse(dolfinx.la.InsertMode.add)

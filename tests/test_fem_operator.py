@@ -344,3 +344,43 @@ def test_fixed_adjoint_actions_are_matrices_that_follow_their_coefficients():
                             torch.ones(n, dtype=torch.float64, requires_grad=True),
                             torch.rand(n, dtype=torch.float64))
     assert min(rates) >= 1.9, rates
+
+
+def test_affine_right_hand_side_matches_assembly_and_follows_its_inputs():
+    """F affine in its controls: the right-hand side is F(0; 0) + Σ B_i m_i by mat-vecs. It must
+    equal the assembled one, with non-zero Dirichlet values, and follow edits of a Constant and
+    of a Function that are not controls (on one rank only)."""
+    msh = dolfinx.mesh.create_unit_square(COMM, 7, 5)
+    V = fem.functionspace(msh, ("Lagrange", 1))
+    u, v = fem.Function(V), ufl.TestFunction(V)
+    f, c_old = fem.Function(V), fem.Function(V)
+    k = fem.Function(fem.functionspace(msh, ("DG", 0)))
+    k.x.array[:] = 1.0
+    t = fem.Constant(msh, 0.5)
+    x = ufl.SpatialCoordinate(msh)
+    F = ((u - c_old) * v + 0.1 * ufl.inner(ufl.grad(u), ufl.grad(v)) - k * f * v - t * x[0] * v) * ufl.dx
+    g = fem.Function(V)
+    g.interpolate(lambda p: 1.0 + p[0] * p[1])
+    left = dolfinx.mesh.locate_entities_boundary(msh, 1, lambda p: np.isclose(p[0], 0.0))
+    bc = fem.dirichletbc(g, fem.locate_dofs_topological(V, 1, left))
+    affine = dnf.fem_operator(F, u, controls=[c_old, f], bcs=[bc])
+    general = dnf.fem_operator(F, u, controls=[c_old, f], bcs=[bc])
+    general.problem._affine = None                      # the assembled right-hand side
+    assert affine.problem._affine is not None
+    n = V.dofmap.index_map.size_local
+    f_t = torch.linspace(-1.0, 2.0, n, dtype=torch.float64)
+    c_t = torch.cos(torch.arange(n, dtype=torch.float64))
+
+    def agree():
+        torch.testing.assert_close(affine(c_t, f_t), general(c_t, f_t), rtol=1e-12, atol=1e-12)
+
+    agree()
+    agree()                                             # cached F(0; 0)
+    t.value = 2.0                                       # a Constant in F(0; 0)
+    agree()
+    if COMM.rank == 0:                                  # a non-control Function, on one rank only
+        k.x.array[:] = 3.0
+    k.x.scatter_forward()
+    agree()
+    g.x.array[:] *= 2.0                                 # the boundary values
+    agree()

@@ -97,19 +97,34 @@ class Control:
         if self._vec is None:
             self._vec = dolfinx.fem.petsc.create_vector(self.m.function_space)
         if self._matrix_form is not None:
-            if self._matrix is None:
-                self._matrix = dolfinx.fem.petsc.create_matrix(self._matrix_form)
-            if not self._matrix_inputs.unchanged():
-                self._matrix.zeroEntries()
-                dolfinx.fem.petsc.assemble_matrix(self._matrix, self._matrix_form)
-                self._matrix.assemble()
-            self._matrix.multTranspose(self._lam.x.petsc_vec, self._vec)
+            self.matrix().multTranspose(self._lam.x.petsc_vec, self._vec)
             return self._vec.getArray(readonly=True).copy()
         with self._vec.localForm() as local:
             local.set(0.0)
         dolfinx.fem.petsc.assemble_vector(self._vec, self._forms[0])
         self._vec.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
         return self._vec.getArray(readonly=True).copy()
+
+    @property
+    def is_fixed_matrix(self) -> bool:
+        """Whether ``dF/dm`` is a matrix free of ``u``, ``m`` and networks (see :meth:`matrix`)."""
+        return self._matrix_form is not None
+
+    @property
+    def matrix_inputs(self) -> list:
+        """The Functions and Constants :meth:`matrix` depends on."""
+        return [] if self._matrix_inputs is None else self._matrix_inputs.objects
+
+    def matrix(self) -> PETSc.Mat:
+        """``dF/dm`` (rows: test space, columns: ``m``'s space), re-assembled only when its
+        inputs changed since the last call (collective)."""
+        if self._matrix is None:
+            self._matrix = dolfinx.fem.petsc.create_matrix(self._matrix_form)
+        if not self._matrix_inputs.unchanged():
+            self._matrix.zeroEntries()
+            dolfinx.fem.petsc.assemble_matrix(self._matrix, self._matrix_form)
+            self._matrix.assemble()
+        return self._matrix
 
     def destroy(self) -> None:
         if self._vec is not None:

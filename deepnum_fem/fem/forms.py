@@ -46,7 +46,8 @@ def depends_on(form: ufl.Form, objects) -> bool:
 
 
 class ValueSnapshot:
-    """The values of some Functions and Constants at the last :meth:`unchanged` call.
+    """The values of some Functions and Constants (Python or C++ objects, e.g. a boundary
+    condition's value) at the last :meth:`unchanged` call.
 
     What a cached matrix was assembled from: when none of them changed, the matrix is still
     right. Collective when a Function is among them (values may change on one rank only).
@@ -55,12 +56,12 @@ class ValueSnapshot:
     def __init__(self, objects, comm: MPI.Comm):
         self.objects, self.comm = list(objects), comm
         self._values: list[np.ndarray] | None = None
-        self._collective = any(not is_constant(o) for o in self.objects)
+        self._collective = any(not hasattr(o, "value") for o in self.objects)
 
     def unchanged(self) -> bool:
         """Whether the values equal those of the previous call (False the first time); then
         remember the current ones."""
-        values = [np.array(o.value if is_constant(o) else o.x.array, copy=True) for o in self.objects]
+        values = [np.array(o.value if hasattr(o, "value") else o.x.array, copy=True) for o in self.objects]
         same = self._values is not None and all(
             np.array_equal(a, b) for a, b in zip(values, self._values, strict=True))
         if self._collective:

@@ -16,7 +16,7 @@ import ufl
 from deepnum_fem.convert import n_owned, owned_array
 from deepnum_fem.errors import DeepnumFemError, SolverError
 from deepnum_fem.fem.controls import Control
-from deepnum_fem.fem.forms import ValueSnapshot, coefficients_and_constants, depends_on
+from deepnum_fem.fem.forms import ValueSnapshot, coefficients_and_constants, depends_on, is_constant
 from deepnum_fem.ops.ml_operator import lower as lower_ml
 from deepnum_fem.ops.ml_operator import ml_parameter_gradients, unique_parameters
 
@@ -108,6 +108,7 @@ class AdjointProblem:
                          for m in controls]
         # -(dF/dN0)^T lam: the per-point cotangent of each network's output
         self.ml_controls = [Control(m.N0, F, self.lam, **opts) for m in self.ml_models]
+        self._affine = self._affine_rhs(F, u, controls)
         self.ml_parameters = unique_parameters(self.ml_models)
 
         if self.linear:
@@ -194,13 +195,46 @@ class AdjointProblem:
         """Linear with an operator that depends on no control: one factorisation for all solves."""
         return self._operator_fixed
 
+    def _affine_rhs(self, F: ufl.Form, u, controls) -> ValueSnapshot | None:
+        """When F is affine in all controls jointly, each ``dF/dm_i`` a fixed matrix ``B_i`` free
+        of every control, the right-hand side is ``F(0; 0) + Σ B_i m_i``: ``F(0; 0)`` (lifted)
+        is assembled only when what it depends on changes, and each solve costs mat-vecs
+        instead of an assembly. Returns the snapshot of those dependencies, or None."""
+        if not (self.linear and controls and not self.ml_models
+                and all(c.is_fixed_matrix for c in self.controls)
+                and not any(m in c.matrix_inputs for c in self.controls for m in controls)):
+            return None
+        self._b0 = self.b.duplicate()
+        self._bm = self.b.duplicate()
+        inputs = coefficients_and_constants(F) - {u, *controls}
+        return ValueSnapshot([*inputs, *(bc.g for bc in self.bcs)], self.comm)
+
+    def _assemble_affine_residual(self, operator_changed: bool) -> None:
+        if not self._affine.unchanged() or operator_changed:
+            saved = [np.array(c.m.value if is_constant(c.m) else c.m.x.array, copy=True) for c in self.controls]
+            for c in self.controls:
+                c.assign(np.zeros(c.shape))
+            self._assemble_residual()           # F(0; 0), lifted, with the Dirichlet rows
+            self.b.copy(self._b0)
+            for c, values in zip(self.controls, saved, strict=True):
+                (c.m.value if is_constant(c.m) else c.m.x.array)[...] = values
+        self._b0.copy(self.b)
+        for c in self.controls:
+            c.matrix().mult(c.m.x.petsc_vec, self._bm)
+            self.b.axpy(1.0, self._bm)
+        dolfinx.fem.petsc.set_bc(self.b, self.bcs, x0=self.u.x.petsc_vec, alpha=-1.0)
+
     def _solve_linear(self) -> None:
         self.u.x.array[:] = 0.0
         self.update_ml()   # networks first: the operator may contain their Jacobians
-        if not (self._operator_cacheable and self._operator_is_current()):
+        operator_changed = not (self._operator_cacheable and self._operator_is_current())
+        if operator_changed:
             self._assemble_operator(self.A)
             self.ksp.setOperators(self.A)
-        self._assemble_residual()
+        if self._affine is not None:
+            self._assemble_affine_residual(operator_changed)
+        else:
+            self._assemble_residual()
         self.ksp.solve(self.b, self.x)
         self._check_ksp(self.ksp, "forward linear solve")
         owned_array(self.u)[:] = -self.x.getArray(readonly=True)
@@ -383,7 +417,8 @@ class AdjointProblem:
                 f"after {ksp.getIterationNumber()} iterations, residual norm {ksp.getResidualNorm():.3e}")
 
     def destroy(self) -> None:
-        for obj in (self.A, self.b, self.x, getattr(self, "adj_A", None)):
+        for obj in (self.A, self.b, self.x, getattr(self, "adj_A", None), getattr(self, "_b0", None),
+                    getattr(self, "_bm", None)):
             if obj is not None:
                 obj.destroy()
         self.ksp.destroy() if self.linear else self.adj_ksp.destroy()

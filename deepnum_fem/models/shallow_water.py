@@ -1,0 +1,364 @@
+"""Nonlinear 2D shallow water, one differentiable Newton ``fem_operator`` per time step.
+
+For the depth-averaged velocity ``u`` (m/s) and the free-surface elevation ``η`` (m) above
+the still-water level, with total depth ``H = h_b(x) + η`` over the bathymetry ``h_b``
+(m, positive down), in primitive (non-conservative) form:
+
+    ∂u/∂t + (u·∇)u + f ẑ×u + g∇η + c_d |u| u / H - ∇·(ν∇u) = τ_wind / (ρ H),
+    ∂η/∂t + ∇·(H u) = 0.
+
+Discretisation: Taylor–Hood P2 (u) – P1 (η) on one mixed space (the state is a single
+mixed Function; the pair is inf-sup stable, so no spurious pressure modes), θ-scheme in
+time (every term at ``x_θ = θ xⁿ⁺¹ + (1-θ) xⁿ``). Default ``θ = 0.6``: Crank–Nicolson
+(θ = 1/2) keeps gravity waves' amplitude exactly and so also every spurious, unresolved
+mode; θ slightly above 1/2 damps them (amplification ``1 - (θ - 1/2) (ω dt)² + …`` per
+step) while the phase error stays second order, since the first-order parts of
+``-atan((1-θ) ω dt) - atan(θ ω dt)`` sum to ``-ω dt`` for any θ. θ = 1 (backward Euler) is
+allowed and damps strongly. Each step is one nonlinear ``fem_operator`` solved by SNES
+Newton with MUMPS; its controls are the previous state and the drag coefficient.
+
+Boundaries (facet tags):
+
+* LAND (``land_tags``): no normal flow, imposed weakly. The continuity equation is
+  integrated by parts, ``-∫ H u·∇q dx + ∫_open H u·n q ds``: there is no boundary term on
+  land, which is the weak form of ``H u·n = 0``. The volume ``∫ η dx`` of a closed basin
+  is then conserved exactly by every step (test function ``q = 1``), up to Newton's
+  tolerance. Momentum has natural (free-slip, no-stress) conditions there.
+* OPEN SEA (``open_sea_tags``): the elevation ``η = η_tide(t)`` is imposed weakly through
+  the pressure term, integrated by parts on the open boundary only:
+  ``∫ g∇η·v dx + ∫_open g (η_tide - η) v·n ds`` (= ``-∫ g η ∇·v dx + ∫_land g η v·n ds +
+  ∫_open g η_tide v·n ds``). The flux through it is the interior ``H u·n`` of the
+  continuity boundary term. ``η_tide`` is a sum of harmonic constituents
+  ``Σ a cos(2π t / T + φ)`` evaluated at the step's ``θ``-time.
+
+Bottom friction is quadratic, ``c_d |u| u / H`` with ``|u| = sqrt(u·u + ε²)`` (ε = 1e-8 m/s
+keeps the Jacobian defined at rest); ``c_d`` is a Constant or a Function (e.g. DG0), a
+control of every step (estimable), or ``drag`` is a callable ``drag(u, H)`` returning the
+UFL friction acceleration, e.g. built on a ``dnf.ml_operator`` (a learned drag law whose
+network weights receive gradients).
+
+Out of scope: wetting and drying. The depth must stay positive; a state with ``H ≤ 0`` at
+any P1 node (on any rank) raises a ``ValueError`` on all ranks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from mpi4py import MPI
+
+import basix.ufl
+import dolfinx.fem
+import dolfinx.la
+import dolfinx.mesh
+import numpy as np
+import torch
+import ufl
+
+from deepnum_fem import parallel
+from deepnum_fem.convert import n_owned
+from deepnum_fem.errors import ShapeError
+from deepnum_fem.ops.fem_operator import fem_operator
+from deepnum_fem.ops.timestepping import rollout
+from deepnum_fem.sensors import PointSensors
+
+__all__ = ["GaugeSensors", "ShallowWater", "tidal_elevation"]
+
+_SPEED_FLOOR = 1e-8   # m/s, regularises |u| at rest
+
+
+def _collapse_map(m) -> np.ndarray:
+    """The collapsed-to-parent dof map (DOLFINx 0.11 returns a list holding one array)."""
+    if isinstance(m, (list, tuple)) and len(m) and isinstance(m[0], np.ndarray):
+        m = m[0]
+    return np.asarray(m, dtype=np.int64)
+
+
+def tidal_elevation(tide: Sequence[tuple[float, float, float]] | None, t: float) -> float:
+    """``Σ a cos(2π t / T + φ)`` over the constituents ``(a, T, φ)`` (m, s, rad); 0 for None."""
+    if not tide:
+        return 0.0
+    return float(sum(a * math.cos(2.0 * math.pi * t / period + phase) for a, period, phase in tide))
+
+
+class GaugeSensors:
+    """Tide gauges: the elevation ``η`` at fixed points, from a mixed state tensor.
+
+    ``η``'s owned dofs are picked out of the mixed state (``ShallowWater.eta_dofs``: the
+    collapsed P1 space's owned dofs, in its order, as positions in the mixed space's owned
+    dofs), then a :class:`deepnum_fem.sensors.PointSensors` on the collapsed P1 space
+    evaluates them. ``gauges(state)`` is global (same on every rank, collective);
+    ``gauges.local(state)`` is this rank's share (sum it once over a series with
+    ``dnf.parallel.sum``). Both accept a leading batch/time dimension and are differentiable.
+    """
+
+    def __init__(self, model: ShallowWater, points: np.ndarray):
+        self.model = model
+        self.sensors = PointSensors(model.Q, np.asarray(points, dtype=np.float64))
+        self.comm = model.comm
+
+    def local(self, state: torch.Tensor) -> torch.Tensor:
+        return self.sensors.local(self.model.elevation(state))
+
+    def __call__(self, state: torch.Tensor) -> torch.Tensor:
+        return parallel.sum(self.local(state), self.comm)
+
+
+class ShallowWater:
+    """Nonlinear shallow-water model (see the module docstring).
+
+    Args:
+        mesh: The 2D domain (metres).
+        facet_tags: Boundary facet tags (e.g. ``geometry.COAST_TAGS``: LAND = 1, OPEN_SEA = 2).
+        bathymetry: Still-water depth ``h_b`` (m, positive down): a scalar Function (any
+            space on ``mesh``) or a number.
+        dt: Time step (s).
+        g: Gravity (m/s²).
+        coriolis: Coriolis parameter ``f`` (1/s, f-plane).
+        drag: Quadratic bottom-drag coefficient ``c_d`` (dimensionless): a number (a
+            Constant control), a scalar Function (a control, e.g. DG0), or a callable
+            ``drag(u, H) -> UFL vector``, the friction acceleration (no drag control then).
+        viscosity: Horizontal eddy viscosity ``ν`` (m²/s).
+        theta: Implicitness, in [1/2, 1] (default 0.6, see the module docstring).
+        tide: Constituents ``[(amplitude m, period s, phase rad), ...]`` of the open-sea
+            elevation; None: ``η = 0`` there.
+        wind_stress: Constant wind stress ``τ`` (N/m², a 2-tuple or a vector Function),
+            divided by ``ρ H``; None: no wind. It is fixed in time (not a control).
+        rho: Water density (kg/m³) for the wind term.
+        open_sea_tags, land_tags: Facet tag values of the two boundary kinds; facets with
+            other tags (or untagged) are treated as land.
+        t0: Time (s) of the state at step 0 (the tide's phase origin).
+        petsc_options: Newton options (default: SNES newtonls, MUMPS, rtol 1e-10, atol 1e-12).
+        quadrature_degree: Of the step's forms (friction and wind are not polynomials).
+    """
+
+    def __init__(self, mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags | None, bathymetry, *,
+                 dt: float, g: float = 9.81, coriolis: float = 0.0, drag=0.0025, viscosity: float = 1.0,
+                 theta: float = 0.6, tide: Sequence[tuple[float, float, float]] | None = None,
+                 wind_stress=None, rho: float = 1025.0, open_sea_tags: Sequence[int] = (2,),
+                 land_tags: Sequence[int] = (1,), t0: float = 0.0, petsc_options: dict | None = None,
+                 quadrature_degree: int = 4):
+        if not (dt > 0 and math.isfinite(dt)):
+            raise ValueError(f"dt must be a finite positive time step, got {dt}")
+        if not 0.5 <= theta <= 1.0:
+            raise ValueError(f"theta must lie in [0.5, 1] (unconditionally stable), got {theta}")
+        if g <= 0 or viscosity < 0:
+            raise ValueError(f"g > 0 and viscosity >= 0 expected, got g={g}, viscosity={viscosity}")
+        if mesh.geometry.dim != 2 or mesh.topology.dim != 2:
+            raise ShapeError(f"ShallowWater needs a 2D mesh, got tdim={mesh.topology.dim}, "
+                             f"gdim={mesh.geometry.dim}")
+        tide = [tuple(map(float, c)) for c in (tide or [])]
+        for c in tide:
+            if len(c) != 3 or not c[1] > 0:
+                raise ValueError(f"tide constituents are (amplitude, period > 0, phase), got {c}")
+        self.mesh, self.comm = mesh, mesh.comm
+        self.dt, self.theta, self.g, self.tide, self.t0 = float(dt), float(theta), float(g), tide, float(t0)
+
+        # -- spaces: Taylor–Hood P2–P1 on one mixed space -----------------------------------
+        cell = mesh.basix_cell()
+        P2 = basix.ufl.element("Lagrange", cell, 2, shape=(2,))
+        P1 = basix.ufl.element("Lagrange", cell, 1)
+        self.W = dolfinx.fem.functionspace(mesh, basix.ufl.mixed_element([P2, P1]))
+        self.w = dolfinx.fem.Function(self.W, name="state")
+        self.w_old = dolfinx.fem.Function(self.W, name="state_previous")
+        self.n = n_owned(self.w)
+        self.V, u_map = self.W.sub(0).collapse()
+        self.Q, eta_map = self.W.sub(1).collapse()
+        self.n_u, self.n_eta = n_owned(dolfinx.fem.Function(self.V)), n_owned(dolfinx.fem.Function(self.Q))
+        # Owned dofs of a collapsed sub-space are owned dofs of the mixed space (ownership is
+        # inherited); their positions in the mixed owned block interleave u and η.
+        u_idx, eta_idx = _collapse_map(u_map)[: self.n_u], _collapse_map(eta_map)[: self.n_eta]
+        bad = (u_idx.size and u_idx.max() >= self.n) or (eta_idx.size and eta_idx.max() >= self.n) \
+            or self.n_u + self.n_eta != self.n
+        parallel.raise_on_any_rank(RuntimeError("ShallowWater: the sub-spaces' owned dofs are not owned dofs of "
+                                                "the mixed space; unsupported dof layout") if bad else None,
+                                   self.comm)
+        self.u_dofs = torch.from_numpy(u_idx.astype(np.int64))
+        self.eta_dofs = torch.from_numpy(eta_idx.astype(np.int64))
+        self.coordinates = self.Q.tabulate_dof_coordinates()[: self.n_eta, :2]
+
+        # -- bathymetry, at the P1 nodes too (the depth check) --------------------------------
+        if isinstance(bathymetry, dolfinx.fem.Function):
+            if bathymetry.ufl_shape != ():
+                raise ShapeError(f"bathymetry must be a scalar Function, got shape {bathymetry.ufl_shape}")
+            self.h_b = bathymetry
+            nodes = dolfinx.fem.Function(self.Q)
+            nodes.interpolate(bathymetry)
+            self.h_b_nodes = nodes.x.array[: self.n_eta].copy()
+        else:
+            self.h_b = dolfinx.fem.Constant(mesh, float(bathymetry))
+            self.h_b_nodes = np.full(self.n_eta, float(bathymetry))
+
+        # -- drag ------------------------------------------------------------------------------
+        self.drag_law: Callable | None = None
+        self.drag: dolfinx.fem.Function | dolfinx.fem.Constant | None = None
+        if callable(drag) and not isinstance(drag, (dolfinx.fem.Function, dolfinx.fem.Constant)):
+            self.drag_law = drag
+        elif isinstance(drag, dolfinx.fem.Function):
+            if drag.ufl_shape != ():
+                raise ShapeError(f"drag must be a scalar Function, got shape {drag.ufl_shape}")
+            self.drag = drag
+        elif isinstance(drag, dolfinx.fem.Constant):
+            self.drag = drag
+        else:
+            if float(drag) < 0:
+                raise ValueError(f"drag coefficient must be >= 0, got {drag}")
+            self.drag = dolfinx.fem.Constant(mesh, float(drag))
+
+        # -- residual --------------------------------------------------------------------------
+        u, eta = ufl.split(self.w)
+        u_old, eta_old = ufl.split(self.w_old)
+        v, q = ufl.TestFunctions(self.W)
+        th = self.theta
+        u_th, eta_th = th * u + (1 - th) * u_old, th * eta + (1 - th) * eta_old
+        H = self.h_b + eta_th
+        inv_dt = dolfinx.fem.Constant(mesh, 1.0 / self.dt)
+        gc = dolfinx.fem.Constant(mesh, self.g)
+        f = dolfinx.fem.Constant(mesh, float(coriolis))
+        nu = dolfinx.fem.Constant(mesh, float(viscosity))
+        self.eta_tide = dolfinx.fem.Constant(mesh, 0.0)
+        nvec = ufl.FacetNormal(mesh)
+        md = {"quadrature_degree": quadrature_degree}
+        dx = ufl.dx(metadata=md)
+        ds = ufl.Measure("ds", domain=mesh, subdomain_data=facet_tags, metadata=md)
+        self.open_sea_tags = tuple(int(t) for t in open_sea_tags)
+        self.land_tags = tuple(int(t) for t in land_tags)
+        has_open = facet_tags is not None and self.comm.allreduce(
+            sum(int(facet_tags.find(t).size) for t in self.open_sea_tags), op=MPI.SUM) > 0
+        if self.tide and not has_open:
+            raise ValueError(f"tide given, but no facet carries an open-sea tag {self.open_sea_tags}")
+
+        if self.drag_law is not None:
+            friction = self.drag_law(u_th, H)
+        else:
+            speed = ufl.sqrt(ufl.dot(u_th, u_th) + _SPEED_FLOOR**2)
+            friction = self.drag * speed * u_th / H
+        coriolis_term = f * ufl.as_vector((-u_th[1], u_th[0]))
+        F = (ufl.dot((u - u_old) * inv_dt, v) + ufl.dot(ufl.dot(ufl.grad(u_th), u_th), v)
+             + ufl.dot(coriolis_term, v) + gc * ufl.dot(ufl.grad(eta_th), v) + ufl.dot(friction, v)
+             + nu * ufl.inner(ufl.grad(u_th), ufl.grad(v))
+             + (eta - eta_old) * inv_dt * q - H * ufl.dot(u_th, ufl.grad(q))) * dx
+        if wind_stress is not None:
+            tau = (dolfinx.fem.Constant(mesh, np.asarray(wind_stress, dtype=np.float64))
+                   if isinstance(wind_stress, (tuple, list, np.ndarray)) else wind_stress)
+            if getattr(tau, "ufl_shape", None) != (2,):
+                raise ShapeError(f"wind_stress must be a 2-vector, got {getattr(tau, 'ufl_shape', tau)}")
+            F -= ufl.dot(tau, v) / (float(rho) * H) * dx
+        if has_open:
+            ds_open = sum((ds(t) for t in self.open_sea_tags[1:]), ds(self.open_sea_tags[0]))
+            F += (gc * (self.eta_tide - eta_th) * ufl.dot(v, nvec) + H * ufl.dot(u_th, nvec) * q) * ds_open
+
+        controls = [self.w_old] + ([self.drag] if self.drag is not None else [])
+        options = {"snes_type": "newtonls", "snes_linesearch_type": "none", "snes_rtol": 1e-10,
+                   "snes_atol": 1e-12, "snes_max_it": 30, "ksp_type": "preonly", "pc_type": "lu",
+                   "pc_factor_mat_solver_type": "mumps"}
+        options.update(petsc_options or {})
+        self.step_operator = fem_operator(F, self.w, controls=controls, petsc_options=options, linear=False)
+
+        # ∫ η dx = eta_weights · state (exact for P1 η)
+        weights = dolfinx.fem.assemble_vector(dolfinx.fem.form(q * ufl.dx))
+        weights.scatter_reverse(dolfinx.la.InsertMode.add)
+        self.eta_weights = torch.from_numpy(weights.array[: self.n].copy())
+        self.bed_volume = self.comm.allreduce(
+            dolfinx.fem.assemble_scalar(dolfinx.fem.form(self.h_b * ufl.dx(domain=mesh))), op=MPI.SUM)
+
+    # -- state ----------------------------------------------------------------------------------
+    def drag_value(self) -> torch.Tensor:
+        """The current drag control's tensor (a Constant's value, or a Function's owned dofs)."""
+        if self.drag is None:
+            raise ValueError("this model has a learned drag law (callable drag=), no drag coefficient control")
+        if isinstance(self.drag, dolfinx.fem.Constant):
+            return torch.tensor(np.asarray(self.drag.value, dtype=np.float64))
+        return torch.from_numpy(self.drag.x.array[: n_owned(self.drag)].copy())
+
+    def initial_state(self, elevation: Callable[[np.ndarray], np.ndarray] | float = 0.0,
+                      velocity: Callable[[np.ndarray], np.ndarray] | None = None) -> torch.Tensor:
+        """A mixed state tensor (owned dofs) from ``elevation(x)`` (or a level) and ``velocity(x)``
+        (``x`` of shape ``(3, n)``, returning ``(n,)`` and ``(2, n)``); rest by default."""
+        w0 = dolfinx.fem.Function(self.W)
+        if callable(elevation):
+            w0.sub(1).interpolate(elevation)
+        else:
+            level = float(elevation)
+            w0.sub(1).interpolate(lambda x: np.full(x.shape[1], level))
+        if velocity is not None:
+            w0.sub(0).interpolate(velocity)
+        w0.x.scatter_forward()
+        return torch.from_numpy(w0.x.array[: self.n].copy())
+
+    def _check_state(self, state: torch.Tensor, what: str) -> None:
+        if state.shape != (self.n,):
+            raise ShapeError(f"ShallowWater.{what}: a state of shape ({self.n},) (owned dofs of the mixed "
+                             f"P2-P1 space) expected, got {tuple(state.shape)}")
+
+    def elevation(self, state: torch.Tensor) -> torch.Tensor:
+        """Owned dofs of ``η`` (the collapsed P1 space's order), ``(..., n_eta)``; differentiable."""
+        if state.shape[-1] != self.n:
+            raise ShapeError(f"ShallowWater.elevation: states of shape (..., {self.n}) expected, "
+                             f"got {tuple(state.shape)}")
+        return state[..., self.eta_dofs.to(state.device)]
+
+    def velocity(self, state: torch.Tensor) -> torch.Tensor:
+        """Owned P2 nodal velocities, ``(..., n_nodes, 2)`` (the collapsed P2 space's order)."""
+        if state.shape[-1] != self.n:
+            raise ShapeError(f"ShallowWater.velocity: states of shape (..., {self.n}) expected, "
+                             f"got {tuple(state.shape)}")
+        return state[..., self.u_dofs.to(state.device)].reshape(*state.shape[:-1], -1, 2)
+
+    def volume(self, state: torch.Tensor) -> torch.Tensor:
+        """Water volume ``∫ H dx = ∫ h_b dx + ∫ η dx`` (collective, differentiable in ``state``)."""
+        return parallel.sum(state @ self.eta_weights.to(state.device, state.dtype), self.comm) + self.bed_volume
+
+    def min_depth(self, state: torch.Tensor) -> float:
+        """Smallest ``H = h_b + η`` at the P1 nodes (collective)."""
+        H = self.h_b_nodes + self.elevation(state.detach()).cpu().numpy()
+        return self.comm.allreduce(float(H.min()) if H.size else math.inf, op=MPI.MIN)
+
+    def _check_depth(self, state: torch.Tensor, when: str) -> None:
+        depth = self.min_depth(state)
+        if not depth > 0:   # the same value on every rank: all raise together
+            raise ValueError(f"ShallowWater: the depth H = h_b + η is {depth:.3g} <= 0 somewhere {when}; "
+                             "wetting and drying is not supported (deepen the bathymetry, lower the "
+                             "forcing, or shorten dt)")
+
+    def gauge_sensors(self, points) -> GaugeSensors:
+        """Tide gauges at ``points`` (``(n, 2)``): ``η`` there from a state (see :class:`GaugeSensors`)."""
+        return GaugeSensors(self, points)
+
+    def time(self, k: int) -> float:
+        """The time (s) at the end of step ``k``: ``t0 + (k + 1) dt``."""
+        return self.t0 + (k + 1) * self.dt
+
+    # -- time stepping ----------------------------------------------------------------------------
+    def step(self, state: torch.Tensor, k: int = 0, drag: torch.Tensor | None = None) -> torch.Tensor:
+        """One step from ``state`` at ``t0 + k dt`` to ``t0 + (k + 1) dt``.
+
+        ``drag``: the drag control's tensor (a 0-dim tensor for a Constant, the owned dofs for
+        a Function); None uses its current value (no gradient). Not allowed with a drag law.
+        """
+        self._check_state(state, "step")
+        self._check_depth(state, f"in the state before step {k}")
+        t_a, t_b = self.t0 + k * self.dt, self.t0 + (k + 1) * self.dt
+        self.eta_tide.value = (self.theta * tidal_elevation(self.tide, t_b)
+                               + (1 - self.theta) * tidal_elevation(self.tide, t_a))
+        if self.drag is None:
+            if drag is not None:
+                raise ValueError("drag= given, but the model has a learned drag law (no drag control)")
+            out = self.step_operator(state)
+        else:
+            out = self.step_operator(state, self.drag_value().to(state) if drag is None else drag)
+        self._check_depth(out, f"after step {k}")
+        return out
+
+    def simulate(self, n_steps: int, state0: torch.Tensor | None = None, *, drag: torch.Tensor | None = None,
+                 observe: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+                 checkpoint_every: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run ``n_steps`` steps from ``state0`` (rest by default); see :func:`dnf.rollout`.
+
+        ``observe(state, k)`` sees the state after step ``k`` (time :meth:`time` ``(k)``), e.g.
+        ``gauges.local``; ``drag`` as in :meth:`step`.
+        """
+        state0 = self.initial_state() if state0 is None else state0
+        return rollout(lambda w, k: self.step(w, k, drag), state0, n_steps, observe=observe,
+                       checkpoint_every=checkpoint_every)
