@@ -119,6 +119,27 @@ def test_taylor_drag_constant_through_50_newton_steps(comm):
     assert min(rates) >= 1.9, rates
 
 
+def test_taylor_learned_drag_law_weights_through_50_newton_steps(comm):
+    """A network drag law inside the weak form (``ml_operator``): c_d = c0 exp(N_θ(|u|, H)),
+    the coastal demo's closure; gradients in θ through 50 Newton steps with checkpointing."""
+    net = torch.nn.Sequential(torch.nn.Linear(2, 6), torch.nn.Tanh(), torch.nn.Linear(6, 1)).double()
+    dnf.parallel.broadcast_parameters(net)
+
+    def drag(u, H):
+        speed = ufl.sqrt(ufl.dot(u, u) + 1e-16)
+        N = dnf.ml_operator(net, operands=(speed, H / 10.0), quadrature_degree=4)
+        return 0.0025 * ufl.exp(N) * speed * u / H
+
+    model, gauges = _tidal_bay(comm, drag=drag)
+
+    def loss():
+        _, local = model.simulate(50, observe=lambda w, k: gauges.local(w), checkpoint_every=10)
+        return (dnf.parallel.sum(local, model.comm) ** 2).sum()
+
+    rates = dnf.taylor_test_parameters(loss, net)
+    assert min(rates) >= 1.9, rates
+
+
 def test_taylor_drag_field_through_50_newton_steps(comm):
     mesh_model, _ = _tidal_bay(comm)
     D = dolfinx.fem.functionspace(mesh_model.mesh, ("DG", 0))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import itertools
+import weakref
 from collections.abc import Sequence
 
 from petsc4py import PETSc
@@ -24,6 +26,19 @@ _DEFAULT_LINEAR = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver
 _DEFAULT_NEWTON = {"snes_type": "newtonls", "snes_linesearch_type": "none",
                    "snes_rtol": 1e-10, "snes_atol": 1e-12, "snes_max_it": 50, **_DEFAULT_LINEAR}
 _prefix_counter = itertools.count()
+# Live problems by creation number. Destroying a PETSc object that holds a parallel factorisation
+# (MUMPS) is collective; left to garbage collection at interpreter exit, ranks destroy objects
+# in different orders and deadlock. At exit they are destroyed here, in creation order on every
+# rank, before PETSc finalises.
+_live_problems: weakref.WeakValueDictionary[int, AdjointProblem] = weakref.WeakValueDictionary()
+
+
+@atexit.register
+def _destroy_live_problems() -> None:
+    for key in sorted(_live_problems.keys()):
+        problem = _live_problems.get(key)
+        if problem is not None:
+            problem.destroy()
 
 
 def _ksp_options(options: dict) -> dict:
@@ -89,7 +104,8 @@ class AdjointProblem:
         self._operator_inputs = ValueSnapshot(coefficients_and_constants(ufl.algorithms.expand_derivatives(J)),
                                               self.comm)
 
-        prefix = petsc_options_prefix or f"dnf_op{next(_prefix_counter)}_"
+        number = next(_prefix_counter)
+        prefix = petsc_options_prefix or f"dnf_op{number}_"
         self.prefix = prefix
         user = dict(petsc_options or {})
         self.petsc_options = _with_defaults(user, _DEFAULT_LINEAR if self.linear else _DEFAULT_NEWTON)
@@ -131,6 +147,7 @@ class AdjointProblem:
         self._adj_assembled_for: object | None = None
         self._assembled_for: object | None = None   # token of the state the operator belongs to
         self._bc_mask = self._make_bc_mask()
+        _live_problems[number] = self
 
     # -- construction helpers -----------------------------------------------------------
     def _make_ksp(self, A: PETSc.Mat, prefix: str, options: dict) -> PETSc.KSP:
@@ -417,14 +434,15 @@ class AdjointProblem:
                 f"after {ksp.getIterationNumber()} iterations, residual norm {ksp.getResidualNorm():.3e}")
 
     def destroy(self) -> None:
+        """Destroy the PETSc objects (collective; safe to call twice)."""
+        if self._newton is not None:
+            self._newton.__del__()          # its SNES, KSP (factorisation), matrix and vectors
         for obj in (self.A, self.b, self.x, getattr(self, "adj_A", None), getattr(self, "_b0", None),
-                    getattr(self, "_bm", None)):
+                    getattr(self, "_bm", None), self.ksp if self.linear else self.adj_ksp,
+                    getattr(self, "_recycle_ksp", None)):
             if obj is not None:
                 obj.destroy()
-        self.ksp.destroy() if self.linear else self.adj_ksp.destroy()
-        if getattr(self, "_recycle_ksp", None) is not None:
-            self._recycle_ksp.destroy()
-        for c in self.controls:
+        for c in [*self.controls, *self.ml_controls]:
             c.destroy()
 
 

@@ -7,7 +7,7 @@ deepnum-fem replaces it by its *linearisation at the current state*
     N ≈ N0 + Σ_j D_j : (q_j - Q0_j),
 
 where ``q_j`` are the operands (UFL expressions), ``Q0_j`` their values at the quadrature
-points, ``N0 = net(Q0)`` and ``D_j = ∂N/∂q_j`` (from ``torch.func``), all stored in
+points, ``N0 = net(Q0)`` and ``D_j = ∂N/∂q_j`` (by autograd), all stored in
 quadrature-space Functions. At the state where the data were computed the node's value is
 exactly ``N0``, and UFL's derivative of it is the consistent ``D_j ∂q_j/∂u`` (Newton) or
 ``D_j ∂q_j/∂m`` (adjoint, for controls inside operands). Gradients for the network weights
@@ -127,13 +127,6 @@ class MLModel:
             Q0.x.array[: self.n_points * size].reshape(self.n_points, size)
             for Q0, size in zip(self.Q0, self.sizes, strict=True)], axis=1))
 
-    def _forward_single(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.net(x.unsqueeze(0))
-        if y.numel() != self.n_out:
-            raise ShapeError(f"ml_operator: the network maps {self.n_in} operand value(s) per point to "
-                             f"{tuple(y.shape[1:])}, but the function space expects {self.value_shape}")
-        return y.reshape(self.value_shape)
-
     def update(self, *, force: bool = False) -> None:
         """Evaluate operands, network and its Jacobian at every owned point; store them (collective).
 
@@ -152,11 +145,7 @@ class MLModel:
             if self.n_points:
                 self._check_batch_shape(x_dev)
 
-                def f(x):
-                    y = self._forward_single(x)
-                    return y, y
-
-                jac, val = torch.func.vmap(torch.func.jacrev(f, has_aux=True))(x_dev)
+                val, jac = self._values_and_jacobians(x_dev)
                 packed = torch.cat([val.reshape(self.n_points, -1), jac.reshape(self.n_points, -1)], dim=1)
                 packed = packed.detach().to("cpu", torch.float64).numpy()   # one device -> host transfer
             else:
@@ -170,6 +159,24 @@ class MLModel:
         raise_on_any_rank(error, self.comm)
         self._store(packed)
         self._last = (X, signature)
+
+    def _values_and_jacobians(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``N(x_p)`` and ``∂N/∂q (x_p)`` at every point: one batched forward and one backward
+        per output component (the network acts on each point alone, so the gradient of the
+        sum over points of an output is that output's per-point gradient).
+
+        Plain autograd, inside identity saved-tensor hooks: it also runs inside a rollout
+        block that ``torch.utils.checkpoint`` records (whose hooks must not see this graph,
+        and under which ``torch.func`` transforms refuse to run).
+        """
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+            x = x.detach().requires_grad_(True)
+            y = self.net(x).reshape(self.n_points, self.n_out)
+            rows = []
+            for i in range(self.n_out):
+                (g,) = torch.autograd.grad(y[:, i].sum(), x, retain_graph=i + 1 < self.n_out, allow_unused=True)
+                rows.append(torch.zeros_like(x) if g is None else g)
+        return y.detach(), torch.stack(rows, dim=1).detach()
 
     def _check_batch_shape(self, x: torch.Tensor) -> None:
         with torch.no_grad():
@@ -214,7 +221,8 @@ def ml_operator(net: torch.nn.Module, operands: Sequence, function_space: dolfin
     Args:
         net: ``torch.nn.Module`` mapping a tensor ``(n_points, n_in)`` — the operands'
             components concatenated in order (a vector ``grad(u)`` gives 2 or 3 columns) — to
-            ``(n_points, *value_shape)``. Its parameters are broadcast from rank 0.
+            ``(n_points, *value_shape)``, acting on each point alone (no batch statistics).
+            Its parameters are broadcast from rank 0.
         operands: UFL expressions evaluable at quadrature points (``u``, ``grad(u)``,
             ``SpatialCoordinate``, other Functions, Constants), of rank 0, 1 or 2.
         function_space: A quadrature space for the output; or give ``quadrature_degree``
