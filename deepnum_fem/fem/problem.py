@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import itertools
-import weakref
 from collections.abc import Sequence
 
 from petsc4py import PETSc
@@ -26,19 +25,19 @@ _DEFAULT_LINEAR = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver
 _DEFAULT_NEWTON = {"snes_type": "newtonls", "snes_linesearch_type": "none",
                    "snes_rtol": 1e-10, "snes_atol": 1e-12, "snes_max_it": 50, **_DEFAULT_LINEAR}
 _prefix_counter = itertools.count()
-# Live problems by creation number. Destroying a PETSc object that holds a parallel factorisation
-# (MUMPS) is collective; left to garbage collection at interpreter exit, ranks destroy objects
-# in different orders and deadlock. At exit they are destroyed here, in creation order on every
-# rank, before PETSc finalises.
-_live_problems: weakref.WeakValueDictionary[int, AdjointProblem] = weakref.WeakValueDictionary()
+# Every problem by creation number, held until it is destroyed explicitly or at exit. Destroying a
+# PETSc object that holds a parallel factorisation (MUMPS) is collective: left to garbage
+# collection, ranks release problems at different moments and in different orders (a reference
+# cycle collected on one rank only, at main()'s return or at exit) and deadlock. Held here, every
+# problem is destroyed on all ranks together, in creation order: by FemOperator.destroy() or by
+# this exit hook, which runs before mpi4py and petsc4py finalise.
+_live_problems: dict[int, AdjointProblem] = {}
 
 
 @atexit.register
 def _destroy_live_problems() -> None:
-    for key in sorted(_live_problems.keys()):
-        problem = _live_problems.get(key)
-        if problem is not None:
-            problem.destroy()
+    for key in sorted(_live_problems):
+        _live_problems[key].destroy()
 
 
 def _ksp_options(options: dict) -> dict:
@@ -147,6 +146,7 @@ class AdjointProblem:
         self._adj_assembled_for: object | None = None
         self._assembled_for: object | None = None   # token of the state the operator belongs to
         self._bc_mask = self._make_bc_mask()
+        self._number = number
         _live_problems[number] = self
 
     # -- construction helpers -----------------------------------------------------------
@@ -434,7 +434,8 @@ class AdjointProblem:
                 f"after {ksp.getIterationNumber()} iterations, residual norm {ksp.getResidualNorm():.3e}")
 
     def destroy(self) -> None:
-        """Destroy the PETSc objects (collective; safe to call twice)."""
+        """Destroy the PETSc objects (collective; safe to call twice). The problem is unusable after."""
+        _live_problems.pop(self._number, None)
         if self._newton is not None:
             self._newton.__del__()          # its SNES, KSP (factorisation), matrix and vectors
         for obj in (self.A, self.b, self.x, getattr(self, "adj_A", None), getattr(self, "_b0", None),

@@ -51,6 +51,11 @@ class FemOperator:
         # network weights of ml_operators in F are inputs too, so autograd sends them gradients
         return _FemSolve.apply(self, batch, len(tensors), *tensors, *self.problem.ml_parameters)
 
+    def destroy(self) -> None:
+        """Release the solver's PETSc objects now, on all ranks together (collective). Without
+        it they live until the interpreter exits; an operation cannot be called afterwards."""
+        self.problem.destroy()
+
     def __repr__(self) -> str:
         kind = "linear" if self.linear else "Newton"
         return f"FemOperator({kind}, {len(self.problem.controls)} control(s), prefix={self.problem.prefix!r})"
