@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from mpi4py import MPI
 
 import torch
 
-__all__ = ["Progress", "load_checkpoint", "save_checkpoint"]
+__all__ = ["Progress", "finish", "load_checkpoint", "plot_loss", "resume", "save_checkpoint"]
 
 
 class Progress:
@@ -55,3 +56,44 @@ def load_checkpoint(path: str | Path, comm: MPI.Comm = MPI.COMM_WORLD, **targets
             raise KeyError(f"checkpoint {path} has no entry {name!r}; it holds {sorted(payload)}")
         target.load_state_dict(payload[name])
     return payload
+
+
+def resume(path: str | Path, enabled: bool, comm: MPI.Comm = MPI.COMM_WORLD,
+           **targets) -> tuple[int, list, dict | None]:
+    """``(start epoch, history, payload)`` from the checkpoint at ``path`` when ``enabled`` and it
+    exists (loading ``targets`` as :func:`load_checkpoint` does), else ``(0, [], None)``."""
+    path = Path(path)
+    if not (enabled and path.exists()):
+        return 0, [], None
+    payload = load_checkpoint(path, comm, **targets)
+    if comm.rank == 0:
+        print(f"resumed from {path} at epoch {payload['epoch']}", flush=True)
+    return payload["epoch"], payload["history"], payload
+
+
+def plot_loss(path: str | Path, history: list[dict], title: str, comm: MPI.Comm = MPI.COMM_WORLD) -> None:
+    """Rank 0 draws the training loss of ``history`` (``{"epoch", "loss"}`` entries) to a PNG."""
+    if comm.rank != 0:
+        return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.semilogy([h["epoch"] for h in history], [h["loss"] for h in history])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def finish(out: str | Path, metrics: dict, *, reduction: float, target: float,
+           comm: MPI.Comm = MPI.COMM_WORLD) -> None:
+    """Rank 0 writes ``metrics.json`` to ``out`` and prints it; every rank exits non-zero when the
+    demo's ``reduction`` is below its ``target`` (a demo checks its own result)."""
+    if comm.rank == 0:
+        (Path(out) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        print(json.dumps(metrics, indent=2), flush=True)
+    if reduction < target:
+        raise SystemExit(f"held-out RMSE fell {reduction:.1f}x, less than the required {target}x")

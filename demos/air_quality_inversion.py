@@ -30,7 +30,6 @@ truth, inventory, trained), loss.png, c.xdmf (the trained model's forecast), che
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ from deepnum_fem.geometry import CITY_BUILDINGS, CITY_TAGS, city_blocks
 from deepnum_fem.io import load_city
 from deepnum_fem.models.transport import NeuralEmission, Transport, gaussian_source, line_source, potential_flow
 from deepnum_fem.sensors import PointSensors
-from deepnum_fem.training import Progress, load_checkpoint, save_checkpoint
+from deepnum_fem.training import Progress, finish, plot_loss, resume, save_checkpoint
 
 COMM = MPI.COMM_WORLD
 WIND, DIFFUSIVITY, DECAY = 2.0, 1.0, 1e-4          # m/s, m²/s, 1/s
@@ -168,12 +167,8 @@ def main() -> None:
     # same steps.
     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=args.iterations, history_size=20,
                             line_search_fn="strong_wolfe")
-    start, history = 0, []
     ckpt = args.out / "checkpoint.pt"
-    if args.resume and ckpt.exists():
-        state = load_checkpoint(ckpt, COMM, emission=emission, optimizer=opt)
-        start, history = state["epoch"], state["history"]
-        log(f"resumed from {ckpt} at epoch {start}")
+    start, history, state = resume(ckpt, args.resume, COMM, emission=emission, optimizer=opt)
 
     n_nodes = dnf.parallel.sum(torch.tensor(float(model.n), dtype=torch.float64))
     area = float(model.mass(torch.ones(model.n, dtype=torch.float64)))
@@ -217,6 +212,7 @@ def main() -> None:
         f"{forecast_trained:.4g}")
 
     model.write_xdmf(args.out / "c.xdmf", frames)
+    plot_loss(args.out / "loss.png", history, "air quality: training loss", COMM)
     _figures(args, model, wind, {"true": true_field, "inventory": inventory, "learned": learned_field},
              {"truth": truth_frames, "trained": frames}, (truth, prior, trained), n_train, history)
 
@@ -236,11 +232,7 @@ def main() -> None:
         "seconds_per_epoch": progress.seconds_per_epoch, "wall_seconds": time.perf_counter() - t_start,
         "final_loss": history[-1]["loss"] if history else None,
     }
-    if COMM.rank == 0:
-        (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    log(json.dumps(metrics, indent=2))
-    if reduction < args.target:
-        raise SystemExit(f"held-out RMSE fell {reduction:.1f}x, less than the required {args.target}x")
+    finish(args.out, metrics, reduction=reduction, target=args.target, comm=COMM)
 
 
 def _figures(args, model, wind, fields, frames, series, n_train, history) -> None:
@@ -329,14 +321,6 @@ def _figures(args, model, wind, fields, frames, series, n_train, history) -> Non
     fig.savefig(args.out / "sensors.png", dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.semilogy([h["epoch"] for h in history], [h["loss"] for h in history])
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss")
-    ax.set_title("air quality: training loss")
-    fig.tight_layout()
-    fig.savefig(args.out / "loss.png", dpi=120)
-    plt.close(fig)
 
 
 def _wind_at_nodes(model: Transport, wind) -> dict[str, np.ndarray]:

@@ -24,7 +24,6 @@ held-out site), loss.png, v.xdmf (v(t) of the trained model, held-out site), che
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ from deepnum_fem.io import load_left_ventricle
 from deepnum_fem.models.fibres import rule_based_fibres
 from deepnum_fem.models.ionic import AlievPanfilov, HybridIonic
 from deepnum_fem.models.monodomain import Monodomain, Stimulus, activation_times, soft_activation_times
-from deepnum_fem.training import Progress, load_checkpoint, save_checkpoint
+from deepnum_fem.training import Progress, finish, plot_loss, resume, save_checkpoint
 
 COMM = MPI.COMM_WORLD
 A_TRUE, A_PRIOR = 0.15, 0.05
@@ -174,14 +173,11 @@ def main() -> None:
     # identical on every rank, so every rank takes the same steps.
     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=args.iterations, history_size=20,
                             line_search_fn="strong_wolfe")
-    start, history = 0, []
     ckpt = args.out / "checkpoint.pt"
-    if args.resume and ckpt.exists():
-        state = load_checkpoint(ckpt, COMM, correction=correction, optimizer=opt)
+    start, history, state = resume(ckpt, args.resume, COMM, correction=correction, optimizer=opt)
+    if state is not None:
         with torch.no_grad():
             log_s.copy_(state["log_s"])
-        start, history = state["epoch"], state["history"]
-        log(f"resumed from {ckpt} at epoch {start}")
 
     def evaluate(sites_obs, sites):
         errors = []
@@ -249,17 +245,7 @@ def main() -> None:
     surface_maps_png(args.out / "activation.png", truth.V,
                      maps,
                      label="activation (ms)", camera_position=[(60, -60, -10), (0, 0, -7), (0, 0, 1)])
-    if COMM.rank == 0:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.semilogy([h["epoch"] for h in history], [h["loss"] for h in history])
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("training loss")
-        ax.set_title("cardiac hybrid: training loss")
-        fig.tight_layout()
-        fig.savefig(args.out / "loss.png", dpi=120)
+    plot_loss(args.out / "loss.png", history, "cardiac hybrid: training loss", COMM)
 
     metrics = {
         "ranks": COMM.size, "dofs": n_dofs, "steps": args.steps, "dt_ms": args.dt, "epochs": args.epochs,
@@ -272,11 +258,7 @@ def main() -> None:
         "wall_seconds": time.perf_counter() - t_start,
         "final_loss": history[-1]["loss"] if history else None,
     }
-    if COMM.rank == 0:
-        (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    log(json.dumps(metrics, indent=2))
-    if reduction < args.target:
-        raise SystemExit(f"held-out RMSE fell {reduction:.1f}x, less than the required {args.target}x")
+    finish(args.out, metrics, reduction=reduction, target=args.target, comm=COMM)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ checkpoint.pt.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -44,7 +43,7 @@ from deepnum_fem.bathymetry import bathymetry_function, shelf_bathymetry
 from deepnum_fem.geometry import BAY_COASTLINE, BAY_ISLANDS, BAY_OPEN_SEA, coastal_domain
 from deepnum_fem.io import write_frames
 from deepnum_fem.models.shallow_water import ShallowWater
-from deepnum_fem.training import Progress, load_checkpoint, save_checkpoint
+from deepnum_fem.training import Progress, finish, plot_loss, resume, save_checkpoint
 
 COMM = MPI.COMM_WORLD
 G, MANNING_N, C0 = 9.81, 0.035, 0.0025
@@ -165,12 +164,8 @@ def main() -> None:
     params = list(correction.parameters())
     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=args.iterations, history_size=20,
                             line_search_fn="strong_wolfe")
-    start, history = 0, []
     ckpt = args.out / "checkpoint.pt"
-    if args.resume and ckpt.exists():
-        state = load_checkpoint(ckpt, COMM, correction=correction, optimizer=opt)
-        start, history = state["epoch"], state["history"]
-        log(f"resumed from {ckpt} at epoch {start}")
+    start, history, state = resume(ckpt, args.resume, COMM, correction=correction, optimizer=opt)
 
     def closure():
         opt.zero_grad()
@@ -209,6 +204,7 @@ def main() -> None:
     prior_error = float(np.linalg.norm(C0 - true_cd) / np.linalg.norm(true_cd))
 
     write_frames(args.out / "eta.xdmf", hybrid.Q, [(t, hybrid.elevation(w)) for t, w in frames], "elevation")
+    plot_loss(args.out / "loss.png", history, "coastal closure: training loss", COMM)
     _figures(args, hybrid, depth, truth_frames, frames, (test_truth, test_prior, test_trained), history,
              (depths, true_cd, correction.coefficient(np.full_like(depths, 0.3), depths)))
 
@@ -220,11 +216,7 @@ def main() -> None:
         "seconds_per_epoch": progress.seconds_per_epoch, "wall_seconds": time.perf_counter() - t_start,
         "final_loss": history[-1]["loss"] if history else None,
     }
-    if COMM.rank == 0:
-        (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    log(json.dumps(metrics, indent=2))
-    if reduction < args.target:
-        raise SystemExit(f"held-out RMSE fell {reduction:.1f}x, less than the required {args.target}x")
+    finish(args.out, metrics, reduction=reduction, target=args.target, comm=COMM)
 
 
 def _figures(args, model, depth, truth_frames, frames, series, history, law) -> None:
@@ -306,14 +298,6 @@ def _figures(args, model, depth, truth_frames, frames, series, history, law) -> 
     fig.savefig(args.out / "drag.png", dpi=120)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.semilogy([h["epoch"] for h in history], [h["loss"] for h in history])
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss")
-    ax.set_title("coastal closure: training loss")
-    fig.tight_layout()
-    fig.savefig(args.out / "loss.png", dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":
