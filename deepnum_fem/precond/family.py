@@ -12,7 +12,7 @@ import dolfinx.mesh
 import numpy as np
 import ufl
 
-__all__ = ["diffusion_operator", "random_log_coefficient"]
+__all__ = ["coast_operator", "diffusion_operator", "heart_operator", "random_log_coefficient", "refine"]
 
 
 def random_log_coefficient(seed: int, *, modes: int = 4, contrast: float = 2.0):
@@ -53,6 +53,98 @@ def diffusion_operator(msh: dolfinx.mesh.Mesh, seed: int, *, degree: int = 1, re
     return A
 
 
+def assemble_diffusion(V: dolfinx.fem.FunctionSpace, coefficient, *, reaction: float = 0.0,
+                       dirichlet_facets: np.ndarray | None = None) -> PETSc.Mat:
+    """``-div(coefficient grad u) + reaction u`` on ``V`` (scalar or tensor coefficient),
+    Dirichlet rows = I on ``dirichlet_facets`` (indices of ``tdim - 1`` entities)."""
+    u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+    a = ufl.inner(coefficient * ufl.grad(u), ufl.grad(v)) * ufl.dx
+    if reaction:
+        a += reaction * u * v * ufl.dx
+    bcs = []
+    if dirichlet_facets is not None:
+        fdim = V.mesh.topology.dim - 1
+        V.mesh.topology.create_connectivity(fdim, fdim + 1)
+        bcs = [dolfinx.fem.dirichletbc(0.0, dolfinx.fem.locate_dofs_topological(V, fdim, dirichlet_facets), V)]
+    A = dolfinx.fem.petsc.assemble_matrix(dolfinx.fem.form(a), bcs=bcs)
+    A.assemble()
+    return A
+
+
+def refine(msh: dolfinx.mesh.Mesh, times: int, cell_values: np.ndarray | None = None):
+    """``msh`` refined uniformly ``times`` times, and ``cell_values`` (one row per owned cell)
+    inherited by the new cells from their parents.
+
+    Facet tags are not carried over: DOLFINx 0.11's refinement with facet parents fails in
+    parallel (a double free in 3D, ``bad_alloc`` on a refined 2D mesh), so callers find their
+    boundaries geometrically."""
+    comm = msh.comm
+    for _ in range(times):
+        msh.topology.create_entities(1)
+        msh, parent, _ = dolfinx.mesh.refine(msh, option=dolfinx.mesh.RefinementOption.parent_cell)
+        if cell_values is not None:
+            # parent[k]: the (owned) parent of the k-th cell this rank created; the refined mesh
+            # reorders its cells, and original_cell_index counts the created cells over all ranks
+            first = comm.exscan(len(parent)) or 0
+            created = np.asarray(msh.topology.original_cell_index[: _owned_cells(msh)]) - first
+            cell_values = cell_values[parent[created]]
+    return msh, cell_values
+
+
+def heart_operator(refinements: int = 0, comm: MPI.Comm = MPI.COMM_WORLD, *, scar_factor: float = 0.1,
+                   reaction: float = 0.0) -> tuple[PETSc.Mat, dolfinx.fem.FunctionSpace]:
+    """Cardiac diffusion on the bundled left ventricle refined ``refinements`` times (P1):
+    ``-div(D grad u) + reaction u`` with the rule-based fibre tensor ``D = 0.6 I + 1.8 f⊗f``
+    (mm²/ms), ``scar_factor`` times smaller in an ellipsoidal scar in the lateral wall,
+    ``u = 0`` on the base. A geometry, anisotropy and coefficient jump unlike the training
+    family's. The fibres are computed on the bundled mesh and inherited by the refined cells
+    from their parents; the base is the plane ``z = 5`` (see :func:`refine`). Returns the matrix and its space: keep
+    the space while the matrix is in use (the matrix's communicator is the refined mesh's)."""
+    from deepnum_fem.geometry import LV_DIMENSIONS, LV_TAGS
+    from deepnum_fem.io import load_left_ventricle
+    from deepnum_fem.models.fibres import rule_based_fibres
+
+    data = load_left_ventricle(comm)
+    msh = data.mesh
+    coarse = rule_based_fibres(msh, data.facet_tags, LV_TAGS["ENDO"], LV_TAGS["EPI"])
+    values = coarse.x.array.reshape(-1, 3)[coarse.function_space.dofmap.list[: _owned_cells(msh), 0]]
+    msh, values = refine(msh, refinements, values)
+    fibres = dolfinx.fem.Function(dolfinx.fem.functionspace(msh, ("DG", 0, (3,))))
+    fibres.x.array.reshape(-1, 3)[fibres.function_space.dofmap.list[: len(values), 0]] = values
+    fibres.x.scatter_forward()
+    x = ufl.SpatialCoordinate(msh)
+    scar = ufl.conditional(ufl.lt(((x[0] - 12.0) / 6.0) ** 2 + (x[1] / 6.0) ** 2 + ((x[2] + 6.0) / 8.0) ** 2, 1.0),
+                           scar_factor, 1.0)
+    D = scar * (0.6 * ufl.Identity(3) + 1.8 * ufl.outer(fibres, fibres))
+    V = dolfinx.fem.functionspace(msh, ("Lagrange", 1))
+    base = dolfinx.mesh.locate_entities_boundary(msh, 2, lambda p: np.isclose(p[2], LV_DIMENSIONS["z_base"]))
+    return assemble_diffusion(V, D, reaction=reaction, dirichlet_facets=base), V
+
+
+def _owned_cells(msh: dolfinx.mesh.Mesh) -> int:
+    return msh.topology.index_map(msh.topology.dim).size_local
+
+
+def coast_operator(refinements: int = 0,
+                   comm: MPI.Comm = MPI.COMM_WORLD) -> tuple[PETSc.Mat, dolfinx.fem.FunctionSpace]:
+    """The shallow-water wave operator's diffusion part on the bundled bay refined
+    ``refinements`` times (P1): ``-div(H grad η)`` with the coastal demo's shelf bathymetry
+    ``H`` (3 m at the coast to 40 m offshore, a shelf break), ``η = 0`` on the open sea.
+    Returns the matrix and its space, as :func:`heart_operator` does."""
+    from deepnum_fem.bathymetry import bathymetry_function, shelf_bathymetry
+    from deepnum_fem.geometry import BAY_COASTLINE, BAY_OPEN_SEA
+    from deepnum_fem.io import load_coast
+
+    data = load_coast(comm)
+    msh, _ = refine(data.mesh, refinements)
+    V = dolfinx.fem.functionspace(msh, ("Lagrange", 1))
+    depth = bathymetry_function(V, lambda x: shelf_bathymetry(x, depth_coast=3.0, depth_shelf=12.0,
+                                                              depth_ocean=40.0))
+    x_sea = BAY_COASTLINE[BAY_OPEN_SEA[0]][0]   # the open sea: the bay's straight eastern edge
+    sea = dolfinx.mesh.locate_entities_boundary(msh, 1, lambda p: np.isclose(p[0], x_sea))
+    return assemble_diffusion(V, depth, dirichlet_facets=sea), V
+
+
 def jiggled_unit_cube(n: int, *, amplitude: float = 0.3, seed: int = 0,
                       comm: MPI.Comm = MPI.COMM_SELF) -> dolfinx.mesh.Mesh:
     """A unit cube of tetrahedra whose interior vertices are moved at random by up to
@@ -66,9 +158,10 @@ def jiggled_unit_cube(n: int, *, amplitude: float = 0.3, seed: int = 0,
 
 
 def training_family(sizes=(8, 12, 16, 20), sizes_3d=(4, 6, 8), sizes_jiggled=(5, 7, 9), seeds=range(6),
-                    comm: MPI.Comm = MPI.COMM_SELF):
+                    comm: MPI.Comm = MPI.COMM_SELF, pattern: str = "A2", coarse: bool = False):
     """Serial training matrices: unit squares (crossed diagonals), unit cubes and jiggled unit
-    cubes of several sizes, each with several seeded coefficient fields."""
+    cubes of several sizes, each with several seeded coefficient fields (``pattern`` and
+    ``coarse`` as in :class:`~deepnum_fem.precond.fsai.TrainingMatrix`)."""
     from deepnum_fem.precond.fsai import TrainingMatrix
 
     meshes = [dolfinx.mesh.create_unit_square(comm, n, n, diagonal=dolfinx.mesh.DiagonalType.crossed)
@@ -79,6 +172,6 @@ def training_family(sizes=(8, 12, 16, 20), sizes_3d=(4, 6, 8), sizes_jiggled=(5,
     for k, msh in enumerate(meshes):
         for s in seeds:
             A = diffusion_operator(msh, seed=1000 * (k + 1) + s)
-            mats.append(TrainingMatrix(A))
+            mats.append(TrainingMatrix(A, pattern, coarse))
             A.destroy()
     return mats

@@ -37,34 +37,51 @@ from deepnum_fem.training import load_checkpoint, save_checkpoint
 
 __all__ = ["FSAINet", "LearnedFSAI", "factor_pattern", "fsai_loss", "train"]
 
-N_FEATURES = 7
+PATTERNS = {"A2": 7, "A": 6}          # pattern of Ĝ -> number of features per nonzero
+_DIAG_COLUMN = {"A2": 2, "A": 1}       # the feature column that flags the diagonal
+_ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 _SOFTPLUS_ONE = math.log(math.e - 1.0)   # softplus(_SOFTPLUS_ONE) == 1
 DEFAULT_MODEL = Path(__file__).with_name("fsai_default.pt")
 
 
 class FSAINet(torch.nn.Module):
-    """Values of ``Ĝ`` from per-nonzero features ``(n_nonzeros, 7)``; starts at ``Ĝ = I``."""
+    """Values of ``Ĝ`` from per-nonzero features; starts at ``Ĝ = I``.
 
-    def __init__(self, width: int = 32):
+    ``pattern`` is the sparsity of ``Ĝ``: ``"A2"`` (``tril(Â²)``, 7 features, the stand-alone
+    preconditioner) or ``"A"`` (``tril(Â)``, 6 features, cheap: the two-level smoother).
+    """
+
+    def __init__(self, width: int = 32, pattern: str = "A2", hidden: int = 2, activation: str = "tanh"):
         super().__init__()
-        self.body = torch.nn.Sequential(torch.nn.Linear(N_FEATURES, width), torch.nn.Tanh(),
-                                        torch.nn.Linear(width, width), torch.nn.Tanh(), torch.nn.Linear(width, 2))
+        if pattern not in PATTERNS:
+            raise DeepnumFemError(f"FSAINet pattern must be one of {sorted(PATTERNS)}, got {pattern!r}")
+        if activation not in _ACTIVATIONS:
+            raise DeepnumFemError(f"FSAINet activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        self.config = {"width": width, "pattern": pattern, "hidden": hidden, "activation": activation}
+        self.pattern = pattern
+        layers, size = [], PATTERNS[pattern]
+        for _ in range(hidden):
+            layers += [torch.nn.Linear(size, width), _ACTIVATIONS[activation]()]
+            size = width
+        self.body = torch.nn.Sequential(*layers, torch.nn.Linear(size, 2))
         torch.nn.init.zeros_(self.body[-1].weight)
         torch.nn.init.zeros_(self.body[-1].bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         out = self.body(features)
-        is_diag = features[:, 2] > 0.5
+        is_diag = features[:, _DIAG_COLUMN[self.pattern]] > 0.5
         return torch.where(is_diag, torch.nn.functional.softplus(out[:, 0] + _SOFTPLUS_ONE), out[:, 1])
 
 
-def factor_pattern(A: PETSc.Mat) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def factor_pattern(A: PETSc.Mat, pattern: str = "A2",
+                   dtype=np.float64) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pattern and features of ``Ĝ`` for the rows of ``A`` this rank owns (collective).
 
-    The pattern is ``tril(Â²)`` (two hops in the matrix graph). Per nonzero ``(i, j)`` the
-    features are ``[â_ij, (Â²)_ij, i == j, deg_i / 10, deg_j / 10, s_i, s_j]`` with ``deg`` the
-    row's nonzero count in ``A`` and ``s`` the row sum of ``Â``. Returns global ``rows``,
-    ``cols``, the features and the diagonal ``a_jj`` at each nonzero's column.
+    The pattern is ``tril(Â²)`` (two hops in the matrix graph) or ``tril(Â)``. Per nonzero
+    ``(i, j)`` the features are ``[â_ij, (Â²)_ij, i == j, deg_i / 10, deg_j / 10, s_i, s_j]``
+    (``"A2"``) or the same without ``(Â²)_ij`` (``"A"``), with ``deg`` the row's nonzero count
+    in ``A`` and ``s`` the row sum of ``Â``. Returns global ``rows``, ``cols``, the features and
+    the diagonal ``a_jj`` at each nonzero's column.
     """
     comm = A.getComm().tompi4py()
     rstart, rend = A.getOwnershipRange()
@@ -79,22 +96,31 @@ def factor_pattern(A: PETSc.Mat) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     scale.getArray()[:] = 1.0 / np.sqrt(diag)
     Ahat = A.duplicate(copy=True)
     Ahat.diagonalScale(scale, scale)
-    A2 = Ahat.matMult(Ahat)
     p1, c1, v1 = Ahat.getValuesCSR()
-    p2, c2, v2 = A2.getValuesCSR()
-    r1 = rstart + np.repeat(np.arange(n_local), np.diff(p1))
-    r2 = rstart + np.repeat(np.arange(n_local), np.diff(p2))
-    N = A.getSize()[0]
-    keys1 = r1.astype(np.int64) * N + c1
-    keys2 = r2.astype(np.int64) * N + c2
-    lower = c2 <= r2
-    rows, cols, sq = r2[lower], c2[lower].astype(np.int64), v2[lower]
-    at = np.clip(np.searchsorted(keys1, keys2[lower]), 0, len(keys1) - 1)
-    ahat = np.where(keys1[at] == keys2[lower], v1[at], 0.0)
+    r1 = rstart + np.repeat(np.arange(n_local, dtype=np.int64), np.diff(p1))
+    if pattern == "A2":
+        A2 = Ahat.matMult(Ahat)
+        p2, c2, v2 = A2.getValuesCSR()
+        A2.destroy()
+        r2 = rstart + np.repeat(np.arange(n_local, dtype=np.int64), np.diff(p2))
+        N = A.getSize()[0]
+        keys1 = r1 * N + c1
+        keys2 = r2 * N + c2
+        lower = c2 <= r2
+        rows, cols, sq = r2[lower], c2[lower].astype(np.int64), v2[lower]
+        at = np.clip(np.searchsorted(keys1, keys2[lower]), 0, len(keys1) - 1)
+        ahat = np.where(keys1[at] == keys2[lower], v1[at], 0.0)
+        first = [ahat, sq]
+    else:
+        lower = c1 <= r1
+        rows, cols = r1[lower], c1[lower].astype(np.int64)
+        first = [v1[lower]]
 
     node = diag_vec.duplicate()
-    needed = np.unique(cols)
-    where = np.searchsorted(needed, cols)
+    mask = np.zeros(A.getSize()[1], dtype=bool)     # the columns this rank needs, without a sort
+    mask[cols] = True
+    needed = np.flatnonzero(mask)
+    where = (np.cumsum(mask) - 1)[cols]
     deg = np.diff(p1).astype(float)
     rsum = np.bincount(r1 - rstart, weights=v1, minlength=n_local)
     col_diag = _gather(diag_vec, needed)[where]
@@ -103,9 +129,11 @@ def factor_pattern(A: PETSc.Mat) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     node.getArray()[:] = rsum
     col_sum = _gather(node, needed)[where]
     li = rows - rstart
-    features = np.stack([ahat, sq, (rows == cols).astype(float), deg[li] / 10.0, col_deg / 10.0,
-                         rsum[li], col_sum], axis=1)
-    for obj in (scale, Ahat, A2, node, diag_vec):
+    columns = [*first, rows == cols, deg[li] / 10.0, col_deg / 10.0, rsum[li], col_sum]
+    features = np.empty((len(rows), len(columns)), dtype=dtype)   # filled in place: no float64 stack
+    for k, column in enumerate(columns):
+        features[:, k] = column
+    for obj in (scale, Ahat, node, diag_vec):
         obj.destroy()
     return rows, cols, features, col_diag
 
@@ -115,12 +143,16 @@ def _spmm(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, x: torch.T
 
 
 class TrainingMatrix:
-    """One SPD matrix of the training family, on one process, as torch COO arrays."""
+    """One SPD matrix of the training family, on one process, as torch COO arrays.
 
-    def __init__(self, A: PETSc.Mat):
+    With ``coarse=True`` it also holds the two-level method's aggregates and the Cholesky factor
+    of its (small, dense) coarse matrix ``PᵀÂP``, for :func:`~deepnum_fem.precond.twolevel.two_level_loss`.
+    """
+
+    def __init__(self, A: PETSc.Mat, pattern: str = "A2", coarse: bool = False):
         if A.getComm().getSize() != 1:
             raise DeepnumFemError("training matrices live on one process (assemble them on MPI.COMM_SELF)")
-        rows, cols, features, _ = factor_pattern(A)
+        rows, cols, features, _ = factor_pattern(A, pattern)
         self.n = A.getSize()[0]
         self.features = torch.from_numpy(features)
         self.g_rows, self.g_cols = torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(cols)
@@ -129,6 +161,31 @@ class TrainingMatrix:
         diag = A.getDiagonal().getArray(readonly=True)
         self.a_rows, self.a_cols = torch.from_numpy(a_rows.astype(np.int64)), torch.from_numpy(indices.astype(np.int64))
         self.a_vals = torch.from_numpy(data / np.sqrt(diag[a_rows] * diag[indices]))
+        if coarse:
+            from deepnum_fem.precond.aggregation import aggregates
+
+            agg, count = aggregates(A)
+            P = torch.zeros(self.n, count, dtype=torch.float64)
+            member = np.flatnonzero(agg >= 0)
+            P[member, agg[member]] = torch.from_numpy(np.sqrt(diag[member]))   # D^½ P: Â's variables
+            Ac = P.T @ self.dense() @ P
+            self.P, self.coarse_cholesky = P, torch.linalg.cholesky(Ac)
+
+    def dense(self) -> torch.Tensor:
+        """``Â`` as a dense tensor (training matrices are small)."""
+        out = torch.zeros(self.n, self.n, dtype=torch.float64)
+        out[self.a_rows, self.a_cols] = self.a_vals
+        return out
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``Â x`` for ``x`` of shape ``(n, k)``."""
+        return _spmm(self.a_rows, self.a_cols, self.a_vals, x, self.n)
+
+    def apply_factor(self, g: torch.Tensor, x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+        """``Ĝ x`` (or ``Ĝᵀ x``) with the factor values ``g`` on this matrix's pattern."""
+        if transpose:
+            return _spmm(self.g_cols, self.g_rows, g, x, self.n)
+        return _spmm(self.g_rows, self.g_cols, g, x, self.n)
 
 
 def fsai_loss(net: FSAINet, mat: TrainingMatrix, n_vectors: int = 8,
@@ -136,16 +193,15 @@ def fsai_loss(net: FSAINet, mat: TrainingMatrix, n_vectors: int = 8,
     """``mean ‖Â ĜᵀĜ r − r‖² / ‖r‖²`` over random Gaussian ``r`` (no solutions needed)."""
     g = net(mat.features)
     r = torch.randn(mat.n, n_vectors, dtype=torch.float64, generator=generator)
-    t = _spmm(mat.g_rows, mat.g_cols, g, r, mat.n)           # Ĝ r
-    t = _spmm(mat.g_cols, mat.g_rows, g, t, mat.n)           # Ĝᵀ Ĝ r
-    t = _spmm(mat.a_rows, mat.a_cols, mat.a_vals, t, mat.n)  # Â Ĝᵀ Ĝ r
+    t = mat.apply(mat.apply_factor(g, mat.apply_factor(g, r), transpose=True))   # Â ĜᵀĜ r
     return (((t - r) ** 2).sum(0) / (r**2).sum(0)).mean()
 
 
 def train(net: FSAINet, matrices: list[TrainingMatrix], *, steps: int = 300, lr: float = 3e-3,
           n_vectors: int = 8, seed: int = 0, checkpoint: Path | None = None, every: int = 50,
-          log=print) -> list[float]:
-    """Adam on :func:`fsai_loss`, cycling through ``matrices``; resumes from ``checkpoint``.
+          log=print, loss=fsai_loss) -> list[float]:
+    """Adam on ``loss`` (:func:`fsai_loss` by default), cycling through ``matrices``; resumes
+    from ``checkpoint``.
 
     Returns the loss history (this call's steps). The checkpoint holds the network, the
     optimiser and the step, written every ``every`` steps and at the end.
@@ -159,10 +215,10 @@ def train(net: FSAINet, matrices: list[TrainingMatrix], *, steps: int = 300, lr:
     for step in range(start, steps):
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step)   # per step: resuming is exact
         opt.zero_grad()
-        loss = fsai_loss(net, matrices[step % len(matrices)], n_vectors, gen)
-        loss.backward()
+        value = loss(net, matrices[step % len(matrices)], n_vectors, gen)
+        value.backward()
         opt.step()
-        history.append(loss.item())
+        history.append(value.item())
         if (step + 1) % every == 0 or step + 1 == steps:
             log(f"step {step + 1:5d}/{steps}  loss {np.mean(history[-every:]):.4e}")
             if checkpoint is not None:
@@ -198,7 +254,11 @@ class LearnedFSAI:
         _, P = pc.getOperators()
         if self.G is not None:
             self.G.destroy()
-        self.G = build_factor(P, self.net, self.device)
+        try:
+            self.G = build_factor(P, self.net, self.device)
+        except DeepnumFemError as e:
+            self.error = e     # kept for precond.solve(): PETSc wraps exceptions raised in callbacks
+            raise
         self.t = self.G.createVecLeft()
         self.setup_seconds = time.perf_counter() - t0
 
@@ -220,7 +280,8 @@ def load_model(path: str | Path | None = None) -> FSAINet:
         raise DeepnumFemError(f"no FSAI model at {path}; train one (deepnum_fem.precond.fsai.train) or set "
                               "DNF_FSAI_MODEL")
     state = torch.load(path, weights_only=True)
-    net = FSAINet(width=int(state.get("width", 32))).double()
+    config = state.get("config", {"width": int(state.get("width", 32))})   # older files: width only
+    net = FSAINet(**config).double()
     net.load_state_dict(state["net"])
     return net
 
@@ -232,8 +293,9 @@ def build_factor(A: PETSc.Mat, net: FSAINet, device: torch.device | str = "cpu")
     preconditioner needs no more, and it halves the setup's network time)."""
     comm = A.getComm().tompi4py()
     rstart, rend = A.getOwnershipRange()
-    rows, cols, features, col_diag = factor_pattern(A)
     dtype = next(net.parameters()).dtype
+    feature_dtype = np.float32 if dtype == torch.float32 else np.float64
+    rows, cols, features, col_diag = factor_pattern(A, net.pattern, feature_dtype)
     with torch.no_grad():
         ghat = net(torch.from_numpy(features).to(device, dtype)).to("cpu", torch.float64).numpy()
     values = ghat / np.sqrt(col_diag)

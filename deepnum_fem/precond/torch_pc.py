@@ -17,7 +17,7 @@ import torch
 from deepnum_fem.errors import DeepnumFemError, NonFiniteError, ShapeError
 from deepnum_fem.parallel import raise_on_any_rank
 
-__all__ = ["TorchPC", "solve"]
+__all__ = ["TorchPC", "block_icc", "solve"]
 
 
 class TorchPC:
@@ -97,3 +97,21 @@ def solve(ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> int:
         raise DeepnumFemError(f"KSP ({ksp.getType()}, PC {ksp.getPC().getType()}) diverged: reason {reason} "
                               f"after {ksp.getIterationNumber()} iterations, residual {ksp.getResidualNorm():.3e}")
     return ksp.getIterationNumber()
+
+
+def block_icc(ksp: PETSc.KSP) -> None:
+    """ICC(0) on one rank, block-Jacobi with ICC(0) blocks on several: the classical baseline.
+
+    Set through a private options prefix: the sub-solvers ``PCBJacobiGetSubKSP`` returns are
+    borrowed references that must not outlive (or be destroyed before) their parent."""
+    if ksp.getComm().getSize() == 1:
+        ksp.getPC().setType("icc")
+        return
+    prefix = f"dnf_block_icc_{id(ksp)}_"
+    ksp.setOptionsPrefix(prefix)
+    options = PETSc.Options(prefix)
+    options["pc_type"] = "bjacobi"
+    options["sub_pc_type"] = "icc"
+    ksp.setFromOptions()
+    options.delValue("pc_type")
+    options.delValue("sub_pc_type")
