@@ -17,7 +17,8 @@ training family is unit squares and cubes with isotropic random coefficients; th
 here are physical and unseen: cardiac diffusion on the bundled left ventricle (rule-based
 fibre anisotropy 4:1 and a scar with 10x lower conductivity, u = 0 on the base) and the
 bay's depth-weighted Laplacian (``-div(H grad η)``, H 3-40 m, η = 0 on the open sea), on
-uniformly refined copies of the bundled meshes.
+uniformly refined copies of the bundled meshes; and the cardiac model's own step matrix
+``K + M/dt`` (mass-dominated, so easy for every method), the solve it repeats every step.
 """
 
 from __future__ import annotations
@@ -120,18 +121,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--device", default="cpu", help="where the networks run at setup (cpu, cuda)")
+    parser.add_argument("--kinds", nargs="+", default=["heart", "coast", "step"], choices=["heart", "coast", "step"],
+                        help="which operators")
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
     log(f"# deepnum-fem {dnf.__version__}, DOLFINx {dolfinx.__version__}, PETSc "
         f"{'.'.join(map(str, PETSc.Sys.getVersion()))}, torch {torch.__version__} "
         f"({torch.get_num_threads()} thread(s)/rank), network inference on {args.device}")
-    cases = ([("heart", 0), ("heart", 1), ("coast", 1), ("coast", 2)] if args.quick
-             else [("heart", 1), ("coast", 2), ("heart", 2), ("coast", 3)])
-    for kind, refinements in cases:
+    cases = ([("heart", 0), ("heart", 1), ("coast", 1), ("coast", 2), ("step", 1)] if args.quick
+             else [("heart", 1), ("coast", 2), ("heart", 2), ("coast", 3), ("step", 2)])
+    for kind, refinements in (case for case in cases if case[0] in args.kinds):
         t0 = time.perf_counter()
-        A, V = heart_operator(refinements, COMM) if kind == "heart" else coast_operator(refinements, COMM)
-        what = ("left ventricle, fibre-anisotropic diffusion with a scar" if kind == "heart"
-                else "bay, depth-weighted Laplacian")
+        if kind == "coast":
+            A, V = coast_operator(refinements, COMM)
+            what = "bay, depth-weighted Laplacian"
+        else:   # the monodomain step's matrix K + M/dt, dt = 0.5 ms: what the cardiac model solves
+            A, V = heart_operator(refinements, COMM, reaction=0.0 if kind == "heart" else 2.0)
+            what = ("left ventricle, fibre-anisotropic diffusion with a scar" if kind == "heart"
+                    else "left ventricle, monodomain step matrix (K + M/dt, dt = 0.5 ms)")
         log(f"(assembled in {time.perf_counter() - t0:.1f} s)")
         bench(A, f"{what}, bundled mesh refined {refinements}x", repeats, args.methods, args.device)
         A.destroy()

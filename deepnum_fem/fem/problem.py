@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from petsc4py import PETSc
 
@@ -41,8 +42,9 @@ def _destroy_live_problems() -> None:
 
 
 def _ksp_options(options: dict) -> dict:
-    """The linear-solver part of a PETSc options dict (for the adjoint of a Newton solve)."""
-    return {k: v for k, v in options.items() if k.split("_")[0] in ("ksp", "pc", "mat")}
+    """The linear-solver part of a PETSc options dict (for the adjoint of a Newton solve): all but
+    the SNES options, so that nested solvers' options (``fieldsplit_*``, ``mg_levels_*``) stay."""
+    return {k: v for k, v in options.items() if k.split("_")[0] != "snes"}
 
 
 def _with_defaults(user: dict, defaults: dict) -> dict:
@@ -59,6 +61,23 @@ def _set_options(prefix: str, options: dict) -> None:
         db[f"{prefix}{k}"] = v
 
 
+@contextlib.contextmanager
+def _options_in_database(prefix: str, options: dict):
+    """The options back in PETSc's database for the duration of a solve, removed after.
+
+    The solvers' own options are read when they are made, and the database is then cleaned;
+    but nested solvers (PCFIELDSPLIT's splits, a Schur complement's solver, the levels of
+    PCMG) are made, and read theirs, only when the preconditioner is first set up, in a solve.
+    """
+    _set_options(prefix, options)
+    try:
+        yield
+    finally:
+        db = PETSc.Options()
+        for k in options:
+            db.delValue(f"{prefix}{k}")
+
+
 class AdjointProblem:
     """A residual ``F(u; m) = 0`` that can be solved for ``u`` and differentiated in ``m``.
 
@@ -67,13 +86,17 @@ class AdjointProblem:
     ``(dF/du)^T lam = g`` reuses the forward factorisation when the operator is unchanged
     since the forward solve, and the operator is assembled only once when it depends on no
     control.
+
+    ``configure_ksp(ksp)``, when given, is called on each KSP the problem solves with (the
+    linear solver, or the Newton solver's and the adjoint's) once its options are set and
+    before its first setup: e.g. to give a PCFIELDSPLIT its fields (``pc.setFieldSplitIS``).
     """
 
     def __init__(self, F: ufl.Form, u: dolfinx.fem.Function, controls: Sequence, *,
                  bcs: Sequence[dolfinx.fem.DirichletBC] = (), petsc_options: dict | None = None,
                  adjoint_petsc_options: dict | None = None, linear: bool | None = None,
                  symmetric: bool | None = None, petsc_options_prefix: str | None = None,
-                 initial_guess: str = "previous",
+                 initial_guess: str = "previous", configure_ksp: Callable[[PETSc.KSP], None] | None = None,
                  jit_options: dict | None = None, form_compiler_options: dict | None = None):
         if initial_guess not in ("previous", "zero"):
             raise ValueError(f"initial_guess must be 'previous' or 'zero', got {initial_guess!r}")
@@ -140,8 +163,15 @@ class AdjointProblem:
             self.adj_ksp = self._make_ksp(self.adj_A, f"{prefix}adjoint_", self.adjoint_petsc_options)
             # Default adjoint: GMRES on dF/du(u*) preconditioned by the factorisation SNES already
             # holds (of dF/du at the last iterate, close to u*): a few triangular solves instead
-            # of a new factorisation. Explicit adjoint_petsc_options switch it off.
-            self._recycle_ksp = (self._make_recycling_ksp(prefix) if adjoint_petsc_options is None else None)
+            # of a new factorisation. Explicit adjoint_petsc_options switch it off, and so does an
+            # iterative Newton solver (no factorisation to borrow: the adjoint KSP, with the same
+            # KSP and PC options, is as good).
+            factorised = self._newton.solver.getKSP().getPC().getType() in ("lu", "cholesky")
+            self._recycle_ksp = (self._make_recycling_ksp(prefix)
+                                 if adjoint_petsc_options is None and factorised else None)
+        if configure_ksp is not None:
+            for ksp in [self.ksp] if self.linear else [self._newton.solver.getKSP(), self.adj_ksp]:
+                configure_ksp(ksp)
         self._newton_pc_token: object | None = None
         self._adj_assembled_for: object | None = None
         self._assembled_for: object | None = None   # token of the state the operator belongs to
@@ -171,6 +201,16 @@ class AdjointProblem:
         pc.setType("python")
         pc.setPythonContext(_BorrowedPC(self._newton.solver.getKSP().getPC()))
         return ksp
+
+    @contextlib.contextmanager
+    def _solving(self, ksp: PETSc.KSP):
+        """Around every solve with ``ksp``: its options in the database (the Newton solver's
+        with the SNES ones), and preconditioners' own errors raised as such."""
+        prefix = ksp.getOptionsPrefix()
+        options = self.petsc_options if prefix == self.prefix else (
+            self.adjoint_petsc_options if prefix == f"{self.prefix}adjoint_" else {})
+        with _options_in_database(prefix, options), _preconditioner_errors():
+            yield
 
     def _make_bc_mask(self) -> np.ndarray:
         mask = np.ones(n_owned(self.u))
@@ -252,7 +292,8 @@ class AdjointProblem:
             self._assemble_affine_residual(operator_changed)
         else:
             self._assemble_residual()
-        self.ksp.solve(self.b, self.x)
+        with self._solving(self.ksp):
+            self.ksp.solve(self.b, self.x)
         self._check_ksp(self.ksp, "forward linear solve")
         owned_array(self.u)[:] = -self.x.getArray(readonly=True)
         self.u.x.scatter_forward()
@@ -271,7 +312,8 @@ class AdjointProblem:
         if self.initial_guess == "zero" or not np.all(np.isfinite(self.u.x.array)):
             self.u.x.array[:] = 0.0   # also: a failed earlier solve must not poison the next guess
         self._callback_error = None
-        self._newton.solve()
+        with self._solving(self._newton.solver.getKSP()):
+            self._newton.solve()
         snes = self._newton.solver
         if self._callback_error is not None:
             self.u.x.array[:] = 0.0
@@ -326,7 +368,8 @@ class AdjointProblem:
         B.assemble()
         X = B.duplicate()
         try:
-            (self.ksp.matSolveTranspose if transpose else self.ksp.matSolve)(B, X)
+            with self._solving(self.ksp):
+                (self.ksp.matSolveTranspose if transpose else self.ksp.matSolve)(B, X)
             self._check_ksp(self.ksp, what)
             return np.array(X.getDenseArray(readonly=True), order="F")
         finally:
@@ -360,10 +403,8 @@ class AdjointProblem:
         self.set_adjoint(self.x.getArray(readonly=True))
 
     def _solve_with(self, ksp: PETSc.KSP, *, check: bool) -> bool:
-        if self.symmetric:
-            ksp.solve(self.b, self.x)
-        else:
-            ksp.solveTranspose(self.b, self.x)
+        with self._solving(ksp):
+            (ksp.solve if self.symmetric else ksp.solveTranspose)(self.b, self.x)
         if check:
             self._check_ksp(ksp, "adjoint solve")
         return ksp.getConvergedReason() > 0
@@ -458,6 +499,19 @@ class _BorrowedPC:
 
     def applyTranspose(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:  # noqa: N802 (PETSc's name)
         self.pc.applyTranspose(x, y)
+
+
+@contextlib.contextmanager
+def _preconditioner_errors():
+    """Raise a deepnum-fem preconditioner's own error (e.g. ``LearnedFSAI`` on a matrix without a
+    positive diagonal) instead of the bare ``PETSc.Error`` that PETSc reports, whose cause it is.
+    Those preconditioners decide their errors on all ranks together."""
+    try:
+        yield
+    except PETSc.Error as e:
+        if isinstance(e.__cause__, DeepnumFemError):
+            raise e.__cause__ from None
+        raise
 
 
 def _reason_name(reason: int, cls) -> str:

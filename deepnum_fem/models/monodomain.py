@@ -94,7 +94,9 @@ class Monodomain:
         lumped_mass: Lump the mass matrix (vertex quadrature): an M-matrix, no undershoot at
             steep fronts.
         petsc_options: Options of the diffusion solve (default MUMPS LU, factorised once);
-            any PETSc KSP/PC, e.g. CG + a preconditioner for large meshes.
+            any PETSc KSP/PC, used by the adjoint too, e.g. CG + a preconditioner for large
+            meshes: ``{"ksp_type": "cg", "ksp_rtol": 1e-12, "pc_type": "python",
+            "pc_python_type": "deepnum_fem.precond.fsai.LearnedFSAI"}`` (the operator is SPD).
         reaction_substeps: Reaction sub-steps per (half) step.
     """
 
@@ -132,10 +134,9 @@ class Monodomain:
         F = ((self.v - self.v_star) * phi * dx_mass
              + self.dt * ufl.inner(self.D * ufl.grad(v_mid), ufl.grad(phi)) * ufl.dx)
         controls = [self.v_star] + ([conductivity_scale] if conductivity_scale is not None else [])
-        options = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
-        options.update(petsc_options or {})
-        # M + θ dt K is symmetric (D is): the adjoint is the forward solve, whatever the solver
-        self.diffusion = fem_operator(F, self.v, controls=controls, petsc_options=options, linear=True,
+        # M + θ dt K is symmetric (D is): the adjoint is the forward solve, whatever the solver.
+        # No options: fem_operator's MUMPS LU; options naming a KSP or PC replace it entirely.
+        self.diffusion = fem_operator(F, self.v, controls=controls, petsc_options=petsc_options, linear=True,
                                       symmetric=True)
         self.stimuli = list(stimuli)
 

@@ -15,7 +15,9 @@ mode; θ slightly above 1/2 damps them (amplification ``1 - (θ - 1/2) (ω dt)²
 step) while the phase error stays second order, since the first-order parts of
 ``-atan((1-θ) ω dt) - atan(θ ω dt)`` sum to ``-ω dt`` for any θ. θ = 1 (backward Euler) is
 allowed and damps strongly. Each step is one nonlinear ``fem_operator`` solved by SNES
-Newton with MUMPS; its controls are the previous state and the drag coefficient.
+Newton with MUMPS (or GMRES with a Schur-complement block preconditioner:
+:meth:`ShallowWater.fieldsplit_options`); its controls are the previous state and the drag
+coefficient.
 
 Boundaries (facet tags):
 
@@ -47,6 +49,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from mpi4py import MPI
+from petsc4py import PETSc
 
 import basix.ufl
 import dolfinx.fem
@@ -66,6 +69,12 @@ from deepnum_fem.sensors import PointSensors
 __all__ = ["GaugeSensors", "ShallowWater", "tidal_elevation"]
 
 _SPEED_FLOOR = 1e-8   # m/s, regularises |u| at rest
+# Preconditioners of the elevation's Schur complement in ShallowWater.fieldsplit_options
+_TWOLEVEL = {"pc_type": "python", "pc_python_type": "deepnum_fem.precond.TwoLevel", "pc_twolevel_coarse": "lu"}
+_SCHUR_PCS = {"learned": _TWOLEVEL,
+              "twolevel_jacobi": {**_TWOLEVEL, "pc_twolevel_smoother": "jacobi"},
+              "gamg": {"pc_type": "gamg"},
+              "lu": {"pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}}
 
 
 def _collapse_map(m) -> np.ndarray:
@@ -130,6 +139,10 @@ class ShallowWater:
             other tags (or untagged) are treated as land.
         t0: Time (s) of the state at step 0 (the tide's phase origin).
         petsc_options: Newton options (default: SNES newtonls, MUMPS, rtol 1e-10, atol 1e-12).
+            A KSP/PC named here replaces MUMPS, in the adjoint solves too; the Jacobian is not
+            symmetric (GMRES). :meth:`fieldsplit_options` gives a block preconditioner: with
+            ``pc_type fieldsplit`` the model names the fields ``u`` and ``eta`` on its solvers
+            (options ``fieldsplit_u_*``, ``fieldsplit_eta_*``).
         quadrature_degree: Of the step's forms (friction and wind are not polynomials).
     """
 
@@ -250,11 +263,12 @@ class ShallowWater:
             F += (gc * (self.eta_tide - eta_th) * ufl.dot(v, nvec) + H * ufl.dot(u_th, nvec) * q) * ds_open
 
         controls = [self.w_old] + ([self.drag] if self.drag is not None else [])
+        # the linear solver is fem_operator's MUMPS LU unless petsc_options name a KSP or PC
         options = {"snes_type": "newtonls", "snes_linesearch_type": "none", "snes_rtol": 1e-10,
-                   "snes_atol": 1e-12, "snes_max_it": 30, "ksp_type": "preonly", "pc_type": "lu",
-                   "pc_factor_mat_solver_type": "mumps"}
+                   "snes_atol": 1e-12, "snes_max_it": 30}
         options.update(petsc_options or {})
-        self.step_operator = fem_operator(F, self.w, controls=controls, petsc_options=options, linear=False)
+        self.step_operator = fem_operator(F, self.w, controls=controls, petsc_options=options, linear=False,
+                                          configure_ksp=self._name_fields)
 
         # ∫ η dx = eta_weights · state (exact for P1 η)
         weights = dolfinx.fem.assemble_vector(dolfinx.fem.form(q * ufl.dx))
@@ -262,6 +276,50 @@ class ShallowWater:
         self.eta_weights = torch.from_numpy(weights.array[: self.n].copy())
         self.bed_volume = self.comm.allreduce(
             dolfinx.fem.assemble_scalar(dolfinx.fem.form(self.h_b * ufl.dx(domain=mesh))), op=MPI.SUM)
+
+    # -- linear solvers ---------------------------------------------------------------------------
+    @staticmethod
+    def fieldsplit_options(schur: str = "learned", *, factorization: str = "full") -> dict:
+        """``petsc_options`` for GMRES with a Schur-complement block preconditioner (PCFIELDSPLIT).
+
+        With the Jacobian's blocks ``[[A_uu, A_uη], [A_ηu, A_ηη]]``, the preconditioner is the
+        block factorisation (``factorization``: ``"full"``, ``"upper"``, ``"lower"`` or
+        ``"diag"``) with ``A_uu`` approximated by ILU(0) (block Jacobi + ILU(0) on several
+        ranks) and the Schur complement preconditioned on PETSc's ``selfp`` matrix
+        ``Ŝ = A_ηη − A_ηu D⁻¹ A_uη`` (``D`` the diagonal of ``A_uu``): the elevation mass over
+        ``dt`` plus a depth-weighted Laplacian (about ``θ² g H dt``), nearly symmetric.
+        ``schur`` preconditions ``Ŝ``: ``"learned"`` (:class:`~deepnum_fem.precond.TwoLevel`,
+        learned FSAI smoother, MUMPS LU coarse solve), ``"twolevel_jacobi"`` (the same cycle
+        with a Jacobi smoother), ``"gamg"``, or ``"lu"`` (MUMPS on ``Ŝ``, for reference).
+
+        Every part has a transpose, as the adjoint's transposed solves need (SOR has none for a
+        non-symmetric ``A_uu``). Update the dict to change any of it (e.g. ``"ksp_rtol"``). On
+        the bundled bay (27k dofs, dt = 900 s) it takes about 70 GMRES iterations per Newton
+        iteration, where ILU(0) on the whole matrix fails; MUMPS stays faster at such sizes.
+        """
+        if schur not in _SCHUR_PCS:
+            raise ValueError(f"schur must be one of {sorted(_SCHUR_PCS)}, got {schur!r}")
+        if factorization not in ("full", "upper", "lower", "diag"):
+            raise ValueError(f"factorization must be 'full', 'upper', 'lower' or 'diag', got {factorization!r}")
+        return {"ksp_type": "gmres", "ksp_gmres_restart": 200, "ksp_rtol": 1e-10, "ksp_atol": 1e-14,
+                "ksp_max_it": 2000, "pc_type": "fieldsplit", "pc_fieldsplit_type": "schur",
+                "pc_fieldsplit_schur_fact_type": factorization, "pc_fieldsplit_schur_precondition": "selfp",
+                "fieldsplit_u_ksp_type": "preonly", "fieldsplit_u_pc_type": "bjacobi",
+                "fieldsplit_eta_ksp_type": "preonly",
+                **{f"fieldsplit_eta_{k}": v for k, v in _SCHUR_PCS[schur].items()}}
+
+    def _name_fields(self, ksp: PETSc.KSP) -> None:
+        """Give a PCFIELDSPLIT the fields ``u`` and ``eta``: their owned dofs, as global rows."""
+        pc = ksp.getPC()
+        if pc.getType() != "fieldsplit":
+            return
+        start = self.W.dofmap.index_map.local_range[0] * self.W.dofmap.index_map_bs
+        fields = [(name, PETSc.IS().createGeneral(np.sort(start + dofs.numpy()).astype(PETSc.IntType),
+                                                  comm=self.comm))
+                  for name, dofs in (("u", self.u_dofs), ("eta", self.eta_dofs))]
+        pc.setFieldSplitIS(*fields)
+        for _, index_set in fields:      # the PC holds its own references
+            index_set.destroy()
 
     # -- state ----------------------------------------------------------------------------------
     def drag_value(self) -> torch.Tensor:

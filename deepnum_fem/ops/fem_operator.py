@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import dolfinx.fem
 import numpy as np
@@ -22,13 +22,13 @@ class FemOperator:
                  bcs: Sequence[dolfinx.fem.DirichletBC] = (), petsc_options: dict | None = None,
                  adjoint_petsc_options: dict | None = None, linear: bool | None = None,
                  symmetric: bool | None = None, petsc_options_prefix: str | None = None,
-                 initial_guess: str = "previous",
+                 initial_guess: str = "previous", configure_ksp: Callable | None = None,
                  jit_options: dict | None = None, form_compiler_options: dict | None = None):
         self.problem = AdjointProblem(
             F, u, list(controls), bcs=bcs, petsc_options=petsc_options,
             adjoint_petsc_options=adjoint_petsc_options, linear=linear, symmetric=symmetric,
-            petsc_options_prefix=petsc_options_prefix, initial_guess=initial_guess, jit_options=jit_options,
-            form_compiler_options=form_compiler_options)
+            petsc_options_prefix=petsc_options_prefix, initial_guess=initial_guess, configure_ksp=configure_ksp,
+            jit_options=jit_options, form_compiler_options=form_compiler_options)
 
     @property
     def u(self) -> dolfinx.fem.Function:
@@ -78,7 +78,9 @@ def fem_operator(F: ufl.Form, u: dolfinx.fem.Function, *, controls: Sequence = (
             the forward's linear-solver options. Linear problems reuse the forward solver.
         **kwargs: ``linear`` (force the detection), ``symmetric`` (skip the symmetry check),
             ``initial_guess`` (Newton starts from the ``"previous"`` solution, the default, or
-            from ``"zero"``), ``petsc_options_prefix``, ``jit_options``, ``form_compiler_options``.
+            from ``"zero"``), ``configure_ksp`` (a callable applied to each KSP the operation
+            solves with, before its first setup, e.g. to set a PCFIELDSPLIT's fields),
+            ``petsc_options_prefix``, ``jit_options``, ``form_compiler_options``.
 
     Returns:
         The operation; ``op(*tensors)`` returns the owned dofs of ``u``.

@@ -132,7 +132,10 @@ class TwoLevel:
         mg.setMGLevels(2)
         mg.setMGType(PETSc.PC.MGType.MULTIPLICATIVE)
         mg.setMGInterpolation(1, P)
-        mg.setOperators(A, Pmat)
+        # the cycle is built on and applied with Pmat (PETSc's -pc_use_amat switches to Amat):
+        # inside a Schur split, Amat is the matrix-free Schur complement, whose every
+        # application is an inner solve, and which the smoother was not made for
+        mg.setOperators(A if pc.getUseAmat() else Pmat, Pmat)
         coarse = mg.getMGCoarseSolve()
         coarse.setOperators(coarse_matrix)
         coarse.setType("preonly")
