@@ -74,41 +74,44 @@ def _relative_difference(x, y) -> float:
     return d.norm() / y.norm()
 
 
-def test_learned_fsai_cg_matches_direct_and_beats_jacobi(held_out):
-    A, b = held_out
-    ctx = LearnedFSAI()
+def _cg_matching_direct(A, b, ctx) -> int:
+    """CG iterations with the preconditioner ``ctx``, after checking that CG is its Krylov
+    method and that the solution matches MUMPS's to 1e-8."""
     assert ksp_type_for(ctx) == "cg"
     x = A.createVecRight()
     its = solve(_krylov(A, "cg", _python_pc(ctx)), b, x)
     assert _relative_difference(x, _direct(A, b)) < 1e-8
-    jac = A.createVecRight()
-    its_jacobi = solve(_krylov(A, "cg", lambda pc: pc.setType("jacobi")), b, jac)
+    return its
+
+
+def test_learned_fsai_cg_matches_direct_and_beats_jacobi(held_out):
+    A, b = held_out
+    its = _cg_matching_direct(A, b, LearnedFSAI())
+    its_jacobi = solve(_krylov(A, "cg", lambda pc: pc.setType("jacobi")), b, A.createVecRight())
     assert its < 0.6 * its_jacobi, (its, its_jacobi)
 
 
-def test_learned_fsai_by_options(held_out):
+@pytest.mark.parametrize("python_type, kind", [("deepnum_fem.precond.fsai.LearnedFSAI", LearnedFSAI),
+                                               ("deepnum_fem.precond.TwoLevel", TwoLevel)])
+def test_learned_preconditioners_by_options(held_out, python_type, kind):
     A, b = held_out
     ksp = PETSc.KSP().create(A.getComm())
     ksp.setOperators(A)
-    ksp.setOptionsPrefix("dnf_fsai_test_")
-    opts = PETSc.Options()
-    for k, v in {"ksp_type": "cg", "pc_type": "python", "ksp_rtol": 1e-10,
-                 "pc_python_type": "deepnum_fem.precond.fsai.LearnedFSAI"}.items():
-        opts[f"dnf_fsai_test_{k}"] = v
+    ksp.setOptionsPrefix("dnf_precond_test_")
+    opts = PETSc.Options("dnf_precond_test_")
+    values = {"ksp_type": "cg", "pc_type": "python", "ksp_rtol": 1e-10, "pc_python_type": python_type}
+    for k, v in values.items():
+        opts[k] = v
     ksp.setFromOptions()
-    for k in ("ksp_type", "pc_type", "ksp_rtol", "pc_python_type"):
-        opts.delValue(f"dnf_fsai_test_{k}")
+    for k in values:
+        opts.delValue(k)
     x = A.createVecRight()
     solve(ksp, b, x)
-    assert isinstance(ksp.getPC().getPythonContext(), LearnedFSAI)
+    assert isinstance(ksp.getPC().getPythonContext(), kind)
     assert _relative_difference(x, _direct(A, b)) < 1e-8
 
 
-def test_learned_fsai_is_symmetric_positive_definite():
-    """M assembled column by column on a small serial operator: symmetric, eigenvalues > 0."""
-    msh = dolfinx.mesh.create_unit_square(MPI.COMM_SELF, 6, 6)
-    A = diffusion_operator(msh, seed=HELD_OUT_SEED)
-    ctx = LearnedFSAI()
+def _assembled_preconditioner(ctx, A) -> np.ndarray:
     pc = PETSc.PC().create(MPI.COMM_SELF)
     pc.setOperators(A)
     pc.setType("python")
@@ -123,6 +126,13 @@ def test_learned_fsai_is_symmetric_positive_definite():
         e.assemble()
         pc.apply(e, y)
         M[:, j] = y.getArray()
+    return M
+
+
+def test_learned_fsai_is_symmetric_positive_definite():
+    """M assembled column by column on a small serial operator: symmetric, eigenvalues > 0."""
+    A = diffusion_operator(dolfinx.mesh.create_unit_square(MPI.COMM_SELF, 6, 6), seed=HELD_OUT_SEED)
+    M = _assembled_preconditioner(LearnedFSAI(), A)
     np.testing.assert_allclose(M, M.T, atol=1e-12 * np.abs(M).max())
     assert np.linalg.eigvalsh(M).min() > 0
 
@@ -188,53 +198,13 @@ def test_torch_pc_nan_fails_on_every_rank(held_out):
 def test_two_level_cg_matches_direct_and_beats_jacobi_and_icc(held_out):
     A, b = held_out
     ctx = TwoLevel()
-    assert ksp_type_for(ctx) == "cg"
-    x = A.createVecRight()
-    its = solve(_krylov(A, "cg", _python_pc(ctx)), b, x)
-    assert _relative_difference(x, _direct(A, b)) < 1e-8
+    its = _cg_matching_direct(A, b, ctx)
     assert 0 < ctx.coarse_size < A.getSize()[0] / 4     # a real coarse space
     its_jacobi = solve(_krylov(A, "cg", lambda pc: pc.setType("jacobi")), b, A.createVecRight())
     icc_ksp = _krylov(A, "cg", lambda pc: None)
     block_icc(icc_ksp)
     its_icc = solve(icc_ksp, b, A.createVecRight())
     assert its < 0.5 * its_icc and its < 0.25 * its_jacobi, (its, its_icc, its_jacobi)
-
-
-def test_two_level_by_options(held_out):
-    A, b = held_out
-    ksp = PETSc.KSP().create(A.getComm())
-    ksp.setOperators(A)
-    ksp.setOptionsPrefix("dnf_twolevel_test_")
-    opts = PETSc.Options()
-    values = {"ksp_type": "cg", "pc_type": "python", "ksp_rtol": 1e-10,
-              "pc_python_type": "deepnum_fem.precond.TwoLevel"}
-    for k, v in values.items():
-        opts[f"dnf_twolevel_test_{k}"] = v
-    ksp.setFromOptions()
-    for k in values:
-        opts.delValue(f"dnf_twolevel_test_{k}")
-    x = A.createVecRight()
-    solve(ksp, b, x)
-    assert isinstance(ksp.getPC().getPythonContext(), TwoLevel)
-    assert _relative_difference(x, _direct(A, b)) < 1e-8
-
-
-def _assembled_preconditioner(ctx, A) -> np.ndarray:
-    pc = PETSc.PC().create(MPI.COMM_SELF)
-    pc.setOperators(A)
-    pc.setType("python")
-    pc.setPythonContext(ctx)
-    pc.setUp()
-    n = A.getSize()[0]
-    M = np.zeros((n, n))
-    e, y = A.createVecRight(), A.createVecLeft()
-    for j in range(n):
-        e.set(0.0)
-        e.setValue(j, 1.0)
-        e.assemble()
-        pc.apply(e, y)
-        M[:, j] = y.getArray()
-    return M
 
 
 @pytest.mark.parametrize("smoother", ["learned", "jacobi"])
