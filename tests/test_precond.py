@@ -270,3 +270,14 @@ def test_learned_preconditioners_refuse_a_nonpositive_diagonal_on_every_rank(hel
         with pytest.raises(dnf.DeepnumFemError, match="positive diagonal"):
             solve(_krylov(B, "cg", _python_pc(ctx)), b, B.createVecRight())
     B.destroy()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_two_level_network_on_cuda_matches_cpu(held_out):
+    """The smoother's network evaluated on the GPU gives the CPU's iterations and solution."""
+    A, b = held_out
+    x_cpu, x_gpu = A.createVecRight(), A.createVecRight()
+    its_cpu = solve(_krylov(A, "cg", _python_pc(TwoLevel())), b, x_cpu)
+    its_gpu = solve(_krylov(A, "cg", _python_pc(TwoLevel(device="cuda"))), b, x_gpu)
+    assert abs(its_gpu - its_cpu) <= 1
+    assert _relative_difference(x_gpu, x_cpu) < 1e-8

@@ -102,8 +102,8 @@ def solve(ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> int:
 def block_icc(ksp: PETSc.KSP) -> None:
     """ICC(0) on one rank, block-Jacobi with ICC(0) blocks on several: the classical baseline.
 
-    Set through a private options prefix: the sub-solvers ``PCBJacobiGetSubKSP`` returns are
-    borrowed references that must not outlive (or be destroyed before) their parent."""
+    Set through a private options prefix, before setup, so that the caller holds no handles
+    to the block sub-solvers."""
     if ksp.getComm().getSize() == 1:
         ksp.getPC().setType("icc")
         return
