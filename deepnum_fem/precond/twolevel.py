@@ -4,7 +4,7 @@ The cycle is PETSc's own (``PCMG``, two levels, multiplicative V-cycle): one Ric
 sweep of the smoother ``S = GᵀG`` before and after an exact coarse correction on the span of a
 piecewise-constant prolongator ``P`` from plain aggregation
 (:mod:`~deepnum_fem.precond.aggregation`); the coarse matrix ``PᵀAP`` is factorised by MUMPS
-(Cholesky). ``G`` is lower triangular on the pattern of ``A`` and comes from an
+(Cholesky; LU for a non-symmetric operator). ``G`` is lower triangular on the pattern of ``A`` and comes from an
 :class:`~deepnum_fem.precond.fsai.FSAINet` evaluated on the matrix (setup: one network call over
 the nonzeros, no solve). Pre- and post-smoothing are the same symmetric operator, so the
 preconditioner is symmetric, and positive definite while ``ρ(SA) < 2``; it is used with CG.
