@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import deepnum_fem  # noqa: F401  (dolfinx_solver before dolfinx/petsc4py)
+from deepnum_fem.fem.problem import destroy_live_problems
 
 COMM = MPI.COMM_WORLD
 
@@ -34,6 +35,19 @@ def _seed_and_synchronise():
     np.random.seed(1234)
     torch.manual_seed(1234)
     yield
+    gc.collect()
+    COMM.Barrier()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_problems_after_each_module():
+    """Problems live until destroyed or exit; release each module's, on all ranks together.
+
+    Kept to the end, the whole suite's problems (with their meshes' communicators) exhausted
+    MPICH's 2,046 communicators per process under ``mpirun -n 2``, which killed both ranks.
+    """
+    yield
+    destroy_live_problems()
     gc.collect()
     COMM.Barrier()
 

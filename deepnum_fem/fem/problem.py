@@ -36,7 +36,11 @@ _live_problems: dict[int, AdjointProblem] = {}
 
 
 @atexit.register
-def _destroy_live_problems() -> None:
+def destroy_live_problems() -> None:
+    """Destroy every problem not yet destroyed, in creation order (collective: call it on all
+    ranks together). Runs at exit; a long program (a test suite) may call it between phases to
+    give back PETSc objects and the MPI communicators their meshes hold (MPICH allows about
+    2,000 per process). Operators whose problems are destroyed can no longer be used."""
     for key in sorted(_live_problems):
         _live_problems[key].destroy()
 
