@@ -281,3 +281,21 @@ def test_two_level_network_on_cuda_matches_cpu(held_out):
     its_gpu = solve(_krylov(A, "cg", _python_pc(TwoLevel(device="cuda"))), b, x_gpu)
     assert abs(its_gpu - its_cpu) <= 1
     assert _relative_difference(x_gpu, x_cpu) < 1e-8
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_refine_hands_cell_values_to_the_children(dim):
+    """Each refined cell inherits its parent's value: with the parents' midpoints as values,
+    every child's midpoint lies within half a parent cell of the value it got (1 and 2 ranks)."""
+    from deepnum_fem.precond.family import refine
+
+    msh = (dolfinx.mesh.create_unit_square(COMM, 5, 5) if dim == 2 else dolfinx.mesh.create_unit_cube(COMM, 3, 3, 3))
+    owned = msh.topology.index_map(dim).size_local
+    midpoints = dolfinx.mesh.compute_midpoints(msh, dim, np.arange(owned, dtype=np.int32))
+    fine, inherited = refine(msh, 2, midpoints)
+    fine_owned = fine.topology.index_map(dim).size_local
+    assert inherited.shape == (fine_owned, 3)
+    children = dolfinx.mesh.compute_midpoints(fine, dim, np.arange(fine_owned, dtype=np.int32))
+    h = 1.0 / (5 if dim == 2 else 3)
+    assert np.linalg.norm(children - inherited, axis=1).max() < 0.5 * h * np.sqrt(dim)
+    assert COMM.allreduce(fine_owned) == 16 * COMM.allreduce(owned) * (4 if dim == 3 else 1)
