@@ -51,13 +51,12 @@ from mpi4py import MPI
 import dolfinx.fem
 import numpy as np
 import torch
-import ufl
 from _common import COMM, log, timed  # bench/ is on sys.path when a script there runs
 
 import deepnum_fem as dnf
 from deepnum_fem.bathymetry import bathymetry_function, shelf_bathymetry
 from deepnum_fem.geometry import BAY_COASTLINE, BAY_ISLANDS, BAY_OPEN_SEA, coastal_domain
-from deepnum_fem.models.shallow_water import ShallowWater
+from deepnum_fem.models.shallow_water import LearnedDragLaw, ShallowWater
 
 M2 = 44712.0                                 # s
 TIDE = [(1.0, M2, 0.0)]                      # with t0 = -M2/4: starts at mean level, rising
@@ -67,25 +66,6 @@ EVERY = 20                                   # steps per checkpointed block
 #: six tide gauges inside the bay (head, flanks, behind the island, near the mouth)
 GAUGES = np.array([[1500.0, 6000.0], [3000.0, 8800.0], [3500.0, 3000.0], [6000.0, 10000.0],
                    [12000.0, 8000.0], [12500.0, 5000.0]])
-
-
-def speed_of(u):
-    return ufl.sqrt(ufl.dot(u, u) + 1e-16)
-
-
-class DragCorrection(torch.nn.Module):
-    """``N(|u|, H)``: an MLP on scaled inputs (small random output layer: c_d ≈ c0)."""
-
-    def __init__(self, width: int = 16):
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(2, width), torch.nn.Tanh(), torch.nn.Linear(width, width),
-                                       torch.nn.Tanh(), torch.nn.Linear(width, 1)).double()
-        with torch.no_grad():
-            self.net[-1].weight.normal_(0.0, 0.05)
-            self.net[-1].bias.zero_()
-
-    def forward(self, q: torch.Tensor) -> torch.Tensor:
-        return self.net(q / torch.tensor([U_SCALE, H_SCALE], dtype=q.dtype, device=q.device))
 
 
 def timed_rounds(fns: dict, repeats: int) -> dict:
@@ -172,12 +152,9 @@ def main() -> None:
     drag = torch.full((dnf.convert.n_owned(field),), C0, dtype=torch.float64, requires_grad=True)
 
     torch.manual_seed(0)
-    correction = DragCorrection()
+    correction = LearnedDragLaw(C0, speed_scale=U_SCALE, depth_scale=H_SCALE, init_std=0.05)
     dnf.parallel.broadcast_parameters(correction)
-
-    def law(u, H):
-        N = dnf.ml_operator(correction, operands=(speed_of(u), H), quadrature_degree=4)
-        return C0 * ufl.exp(N) * speed_of(u) * u / H
+    law = correction.drag(quadrature_degree=4)
 
     def make_case(name: str) -> Case:
         if name == "field":

@@ -11,7 +11,7 @@ from mpi4py import MPI
 
 import torch
 
-__all__ = ["Progress", "finish", "load_checkpoint", "plot_loss", "resume", "save_checkpoint"]
+__all__ = ["Progress", "finish", "fit", "load_checkpoint", "plot_loss", "resume", "rmse", "save_checkpoint"]
 
 
 class Progress:
@@ -71,6 +71,23 @@ def resume(path: str | Path, enabled: bool, comm: MPI.Comm = MPI.COMM_WORLD,
     return payload["epoch"], payload["history"], payload
 
 
+def fit(optimizer: torch.optim.Optimizer, closure, *, epochs: int, start: int, history: list,
+        checkpoint: str | Path, every: int, comm: MPI.Comm = MPI.COMM_WORLD, monitor=None, **state) -> Progress:
+    """Epochs ``start`` to ``epochs``, one ``optimizer.step(closure)`` each (an L-BFGS outer
+    iteration): the loss and ``monitor()``'s values appended to ``history`` and shown by
+    :class:`Progress`; ``state``, the optimiser, the epoch and the history checkpointed every
+    ``every`` epochs and at the end (what :func:`resume` reads back). Returns the
+    :class:`Progress` (its ``seconds_per_epoch``); ``history`` is extended in place."""
+    progress = Progress(epochs, start=start, comm=comm)
+    for epoch in range(start, epochs):
+        values = {"loss": float(optimizer.step(closure)), **(monitor() if monitor is not None else {})}
+        history.append({"epoch": epoch + 1, **values})
+        progress.update(**values)
+        if (epoch + 1) % every == 0 or epoch + 1 == epochs:
+            save_checkpoint(checkpoint, comm, optimizer=optimizer, epoch=epoch + 1, history=history, **state)
+    return progress
+
+
 def plot_loss(path: str | Path, history: list[dict], title: str, comm: MPI.Comm = MPI.COMM_WORLD) -> None:
     """Rank 0 draws the training loss of ``history`` (``{"epoch", "loss"}`` entries) to a PNG."""
     if comm.rank != 0:
@@ -86,6 +103,12 @@ def plot_loss(path: str | Path, history: list[dict], title: str, comm: MPI.Comm 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def rmse(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Root-mean-square difference of two tensors of the same shape that every rank holds whole
+    (e.g. sensor series after ``parallel.sum``)."""
+    return float(((a - b) ** 2).mean().sqrt())
 
 
 def finish(out: str | Path, metrics: dict, *, reduction: float, target: float,

@@ -46,7 +46,7 @@ from deepnum_fem.geometry import CITY_BUILDINGS, CITY_TAGS, city_blocks
 from deepnum_fem.io import load_city
 from deepnum_fem.models.transport import NeuralEmission, Transport, gaussian_source, line_source, potential_flow
 from deepnum_fem.sensors import PointSensors
-from deepnum_fem.training import Progress, finish, plot_loss, resume, save_checkpoint
+from deepnum_fem.training import finish, fit, plot_loss, resume, rmse
 
 COMM = MPI.COMM_WORLD
 WIND, DIFFUSIVITY, DECAY = 2.0, 1.0, 1e-4          # m/s, m²/s, 1/s
@@ -97,10 +97,6 @@ def simulate(model: Transport, field: torch.Tensor, steps: int, sensors: PointSe
     _, local = model.simulate(steps, sources=lambda k: traffic_cycle((k + 0.5) * model.dt) * field,
                               observe=observe, checkpoint_every=checkpoint_every)
     return dnf.parallel.sum(local, COMM), frames
-
-
-def rmse(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(((a - b) ** 2).mean().sqrt())
 
 
 def main() -> None:
@@ -188,13 +184,8 @@ def main() -> None:
         dnf.parallel.allreduce_gradients(params)
         return loss.detach()
 
-    progress = Progress(args.epochs, start=start)
-    for epoch in range(start, args.epochs):
-        total = float(opt.step(closure))
-        history.append({"epoch": epoch + 1, "loss": total})
-        progress.update(loss=total)
-        if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
-            save_checkpoint(ckpt, COMM, emission=emission, optimizer=opt, epoch=epoch + 1, history=history)
+    progress = fit(opt, closure, epochs=args.epochs, start=start, history=history, checkpoint=ckpt,
+                   every=args.save_every, emission=emission)
 
     # -- forecast and metrics ------------------------------------------------------------------
     with torch.no_grad():

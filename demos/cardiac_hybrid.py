@@ -40,7 +40,7 @@ from deepnum_fem.io import load_left_ventricle
 from deepnum_fem.models.fibres import rule_based_fibres
 from deepnum_fem.models.ionic import AlievPanfilov, HybridIonic
 from deepnum_fem.models.monodomain import Monodomain, Stimulus, activation_times, soft_activation_times
-from deepnum_fem.training import Progress, finish, plot_loss, resume, save_checkpoint
+from deepnum_fem.training import finish, fit, plot_loss, resume
 
 COMM = MPI.COMM_WORLD
 A_TRUE, A_PRIOR = 0.15, 0.05
@@ -197,7 +197,6 @@ def main() -> None:
 
     rmse_prior = state["rmse_prior"] if start else evaluate(observed["test"], TEST_SITES)
     log(f"held-out activation RMSE with the prior model: {rmse_prior:.2f} ms")
-    progress = Progress(args.epochs, start=start)
     T = args.steps * args.dt
     def closure():
         opt.zero_grad()
@@ -214,13 +213,9 @@ def main() -> None:
         dnf.parallel.allreduce_gradients(params)
         return total
 
-    for epoch in range(start, args.epochs):
-        total = float(opt.step(closure))
-        history.append({"epoch": epoch + 1, "loss": total, "scar_scale": math.exp(float(log_s.detach()))})
-        progress.update(loss=total, scar_scale=math.exp(float(log_s.detach())))
-        if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
-            save_checkpoint(ckpt, COMM, correction=correction, optimizer=opt, log_s=log_s.detach(),
-                            epoch=epoch + 1, history=history, rmse_prior=rmse_prior)
+    progress = fit(opt, closure, epochs=args.epochs, start=start, history=history, checkpoint=ckpt,
+                   every=args.save_every, monitor=lambda: {"scar_scale": math.exp(float(log_s.detach()))},
+                   correction=correction, log_s=log_s.detach(), rmse_prior=rmse_prior)
 
     rmse_trained = evaluate(observed["test"], TEST_SITES)
     rmse_train_sites = evaluate(observed["train"], TRAIN_SITES)

@@ -36,14 +36,13 @@ from mpi4py import MPI
 import dolfinx.fem
 import numpy as np
 import torch
-import ufl
 
 import deepnum_fem as dnf
 from deepnum_fem.bathymetry import bathymetry_function, shelf_bathymetry
 from deepnum_fem.geometry import BAY_COASTLINE, BAY_ISLANDS, BAY_OPEN_SEA, coastal_domain
 from deepnum_fem.io import write_frames
-from deepnum_fem.models.shallow_water import ShallowWater
-from deepnum_fem.training import Progress, finish, plot_loss, resume, save_checkpoint
+from deepnum_fem.models.shallow_water import LearnedDragLaw, ShallowWater, speed
+from deepnum_fem.training import finish, fit, plot_loss, resume, rmse
 
 COMM = MPI.COMM_WORLD
 G, MANNING_N, C0 = 9.81, 0.035, 0.0025
@@ -63,40 +62,9 @@ def log(*a) -> None:
         print(*a, flush=True)
 
 
-def speed_of(u):
-    return ufl.sqrt(ufl.dot(u, u) + 1e-16)
-
-
 def manning(u, H):
     """The truth's friction acceleration: Manning's c_d = g n² / H^(1/3)."""
-    return G * MANNING_N**2 / H ** (1.0 / 3.0) * speed_of(u) * u / H
-
-
-class DragCorrection(torch.nn.Module):
-    """N_θ(|u|, H): an MLP on scaled inputs; zero output at start (the prior's constant drag)."""
-
-    def __init__(self, width: int = 16):
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(2, width), torch.nn.Tanh(), torch.nn.Linear(width, width),
-                                       torch.nn.Tanh(), torch.nn.Linear(width, 1)).double()
-        with torch.no_grad():
-            self.net[-1].weight.zero_()
-            self.net[-1].bias.zero_()
-
-    def forward(self, q: torch.Tensor) -> torch.Tensor:
-        return self.net(q / torch.tensor([U_SCALE, H_SCALE], dtype=q.dtype, device=q.device))
-
-    def coefficient(self, speed: np.ndarray, depth: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            q = torch.from_numpy(np.stack([speed, depth], axis=-1).astype(np.float64))
-            return C0 * np.exp(self(q).squeeze(-1).numpy())
-
-
-def learned_drag(correction: DragCorrection, quadrature_degree: int):
-    def drag(u, H):
-        N = dnf.ml_operator(correction, operands=(speed_of(u), H), quadrature_degree=quadrature_degree)
-        return C0 * ufl.exp(N) * speed_of(u) * u / H
-    return drag
+    return G * MANNING_N**2 / H ** (1.0 / 3.0) * speed(u) * u / H
 
 
 def run(model: ShallowWater, tide, steps: int, gauges, *, checkpoint_every=None, keep_every: int = 0):
@@ -111,10 +79,6 @@ def run(model: ShallowWater, tide, steps: int, gauges, *, checkpoint_every=None,
 
     _, local = model.simulate(steps, observe=observe, checkpoint_every=checkpoint_every)
     return dnf.parallel.sum(local, COMM), frames
-
-
-def rmse(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(((a - b) ** 2).mean().sqrt())
 
 
 def main() -> None:
@@ -145,9 +109,9 @@ def main() -> None:
                                 lambda x: shelf_bathymetry(x, **SHELF))
     common = {"dt": args.dt, "coriolis": 1e-4, "viscosity": args.viscosity}
     truth = ShallowWater(mesh, data.facet_tags, depth, drag=manning, **common)
-    correction = DragCorrection()
+    correction = LearnedDragLaw(C0, speed_scale=U_SCALE, depth_scale=H_SCALE)
     dnf.parallel.broadcast_parameters(correction)
-    hybrid = ShallowWater(mesh, data.facet_tags, depth, drag=learned_drag(correction, 4), **common)
+    hybrid = ShallowWater(mesh, data.facet_tags, depth, drag=correction.drag(quadrature_degree=4), **common)
     steps = round(args.periods * M2 / args.dt)
     n_dofs = hybrid.W.dofmap.index_map.size_global
     log(f"bay: {n_dofs} dofs (P2-P1), {mesh.topology.index_map(2).size_global} triangles, {COMM.size} rank(s); "
@@ -178,13 +142,8 @@ def main() -> None:
         dnf.parallel.allreduce_gradients(params)
         return total
 
-    progress = Progress(args.epochs, start=start)
-    for epoch in range(start, args.epochs):
-        total = float(opt.step(closure))
-        history.append({"epoch": epoch + 1, "loss": total})
-        progress.update(loss=total)
-        if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
-            save_checkpoint(ckpt, COMM, correction=correction, optimizer=opt, epoch=epoch + 1, history=history)
+    progress = fit(opt, closure, epochs=args.epochs, start=start, history=history, checkpoint=ckpt,
+                   every=args.save_every, correction=correction)
 
     # -- held-out tide ------------------------------------------------------------------------------
     with torch.no_grad():

@@ -64,16 +64,24 @@ def test_cardiac_hybrid_learns_and_predicts_held_out_pacing_on_one_and_two_ranks
         assert (tmp_path / "n2" / name).exists(), name
 
 
+def _assert_resume_matches_straight_run(tmp_path, demo: str, options: tuple, first: int, total: int,
+                                        metric: str) -> None:
+    """``demo --quick`` stopped after ``first`` epochs and resumed to ``total`` ends where the
+    straight ``total``-epoch run does: the final loss and ``metric`` to 1e-8."""
+    out = tmp_path / "resume"
+    quick = ("--quick", "--target", "0", "--save-every", "1", *options)
+    _run(demo, 1, out, *quick, "--epochs", str(first))
+    resumed = _run(demo, 1, out, *quick, "--epochs", str(total), "--resume")
+    straight = _run(demo, 1, tmp_path / "straight", *quick, "--epochs", str(total))
+    assert resumed["final_loss"] == pytest.approx(straight["final_loss"], rel=1e-8)
+    assert resumed[metric] == pytest.approx(straight[metric], rel=1e-8)
+
+
 @pytest.mark.skip_in_parallel
 def test_cardiac_training_resumes_from_its_checkpoint(tmp_path):
     """Stopping after 2 epochs and resuming for 1 more gives the 3-epoch run's result."""
-    out = tmp_path / "resume"
-    quick = ("--quick", "--target", "0", "--save-every", "1", "--steps", "60")
-    _run("cardiac_hybrid.py", 1, out, *quick, "--epochs", "2")
-    resumed = _run("cardiac_hybrid.py", 1, out, *quick, "--epochs", "3", "--resume")
-    straight = _run("cardiac_hybrid.py", 1, tmp_path / "straight", *quick, "--epochs", "3")
-    assert resumed["final_loss"] == pytest.approx(straight["final_loss"], rel=1e-8)
-    assert resumed["scar_scale_estimated"] == pytest.approx(straight["scar_scale_estimated"], rel=1e-8)
+    _assert_resume_matches_straight_run(tmp_path, "cardiac_hybrid.py", ("--steps", "60"), 2, 3,
+                                        "scar_scale_estimated")
 
 
 @pytest.mark.skip_in_parallel
@@ -98,14 +106,9 @@ def test_air_quality_inversion_forecasts_held_out_sensors_on_one_and_two_ranks(t
 @pytest.mark.skip_in_parallel
 def test_air_quality_training_resumes_from_its_checkpoint(tmp_path):
     """Stopping after 2 epochs and resuming for 1 more gives the 3-epoch run's result."""
-    out = tmp_path / "resume"
-    quick = ("--quick", "--target", "0", "--save-every", "1", "--train-time", "200", "--forecast-time", "50",
-             "--iterations", "3")
-    _run("air_quality_inversion.py", 1, out, *quick, "--epochs", "2")
-    resumed = _run("air_quality_inversion.py", 1, out, *quick, "--epochs", "3", "--resume")
-    straight = _run("air_quality_inversion.py", 1, tmp_path / "straight", *quick, "--epochs", "3")
-    assert resumed["final_loss"] == pytest.approx(straight["final_loss"], rel=1e-8)
-    assert resumed["test_rmse_trained"] == pytest.approx(straight["test_rmse_trained"], rel=1e-8)
+    _assert_resume_matches_straight_run(
+        tmp_path, "air_quality_inversion.py", ("--train-time", "200", "--forecast-time", "50", "--iterations", "3"),
+        2, 3, "test_rmse_trained")
 
 
 @pytest.mark.skip_in_parallel
@@ -128,10 +131,5 @@ def test_coastal_closure_learns_the_drag_law_on_one_and_two_ranks(tmp_path):
 @pytest.mark.skip_in_parallel
 def test_coastal_training_resumes_from_its_checkpoint(tmp_path):
     """Stopping after 1 epoch and resuming for 1 more gives the 2-epoch run's result."""
-    out = tmp_path / "resume"
-    quick = ("--quick", "--target", "0", "--save-every", "1", "--periods", "0.2", "--iterations", "2")
-    _run("coastal_closure.py", 1, out, *quick, "--epochs", "1")
-    resumed = _run("coastal_closure.py", 1, out, *quick, "--epochs", "2", "--resume")
-    straight = _run("coastal_closure.py", 1, tmp_path / "straight", *quick, "--epochs", "2")
-    assert resumed["final_loss"] == pytest.approx(straight["final_loss"], rel=1e-8)
-    assert resumed["test_rmse_trained_m"] == pytest.approx(straight["test_rmse_trained_m"], rel=1e-8)
+    _assert_resume_matches_straight_run(tmp_path, "coastal_closure.py", ("--periods", "0.2", "--iterations", "2"),
+                                        1, 2, "test_rmse_trained_m")

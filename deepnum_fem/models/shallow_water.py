@@ -63,10 +63,11 @@ from deepnum_fem import parallel
 from deepnum_fem.convert import n_owned
 from deepnum_fem.errors import ShapeError
 from deepnum_fem.ops.fem_operator import fem_operator
+from deepnum_fem.ops.ml_operator import ml_operator
 from deepnum_fem.ops.timestepping import rollout
 from deepnum_fem.sensors import PointSensors
 
-__all__ = ["GaugeSensors", "ShallowWater", "tidal_elevation"]
+__all__ = ["GaugeSensors", "LearnedDragLaw", "ShallowWater", "speed", "tidal_elevation"]
 
 _SPEED_FLOOR = 1e-8   # m/s, regularises |u| at rest
 # Preconditioners of the elevation's Schur complement in ShallowWater.fieldsplit_options
@@ -75,6 +76,53 @@ _SCHUR_PCS = {"learned": _TWOLEVEL,
               "twolevel_jacobi": {**_TWOLEVEL, "pc_twolevel_smoother": "jacobi"},
               "gamg": {"pc_type": "gamg"},
               "lu": {"pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}}
+
+
+def speed(u) -> ufl.core.expr.Expr:
+    """``|u|`` as UFL, regularised at rest (as the model's own quadratic drag is)."""
+    return ufl.sqrt(ufl.dot(u, u) + _SPEED_FLOOR**2)
+
+
+class LearnedDragLaw(torch.nn.Module):
+    """A bed-drag law with a learned correction: ``c_d(|u|, H) = c0 exp(N_θ(|u|/U, H/H0))``.
+
+    ``N_θ`` is an MLP (2 inputs, two hidden tanh layers of ``width``, float64). Its output layer
+    starts at zero (``c_d = c0``, the textbook constant) or, with ``init_std > 0``, small and
+    random. :meth:`drag` gives the ``drag=`` callable of :class:`ShallowWater`, with the network
+    inside the weak form (:func:`deepnum_fem.ml_operator`): Newton gets its Jacobian and the
+    weights their gradients; :meth:`coefficient` evaluates ``c_d`` for plots.
+    """
+
+    def __init__(self, c0: float = 0.0025, *, width: int = 16, speed_scale: float = 0.5,
+                 depth_scale: float = 30.0, init_std: float = 0.0):
+        super().__init__()
+        self.c0 = c0
+        self.net = torch.nn.Sequential(torch.nn.Linear(2, width), torch.nn.Tanh(), torch.nn.Linear(width, width),
+                                       torch.nn.Tanh(), torch.nn.Linear(width, 1)).double()
+        self.scales = (speed_scale, depth_scale)   # not a buffer: checkpoints hold the weights only
+        with torch.no_grad():
+            if init_std > 0:
+                self.net[-1].weight.normal_(0.0, init_std)
+            else:
+                self.net[-1].weight.zero_()
+            self.net[-1].bias.zero_()
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        """``N_θ`` at points ``q = (|u|, H)`` of shape ``(n, 2)``."""
+        return self.net(q / torch.tensor(self.scales, dtype=q.dtype, device=q.device))
+
+    def coefficient(self, speeds: np.ndarray, depths: np.ndarray) -> np.ndarray:
+        """``c_d`` at the given speeds (m/s) and depths (m)."""
+        with torch.no_grad():
+            q = torch.from_numpy(np.stack([speeds, depths], axis=-1).astype(np.float64))
+            return self.c0 * np.exp(self(q).squeeze(-1).numpy())
+
+    def drag(self, quadrature_degree: int = 4) -> Callable:
+        """The friction acceleration ``(u, H) -> c_d |u| u / H`` as a ``drag=`` law."""
+        def friction(u, H):
+            N = ml_operator(self, operands=(speed(u), H), quadrature_degree=quadrature_degree)
+            return self.c0 * ufl.exp(N) * speed(u) * u / H
+        return friction
 
 
 def _collapse_map(m) -> np.ndarray:
@@ -245,8 +293,7 @@ class ShallowWater:
         if self.drag_law is not None:
             friction = self.drag_law(u_th, H)
         else:
-            speed = ufl.sqrt(ufl.dot(u_th, u_th) + _SPEED_FLOOR**2)
-            friction = self.drag * speed * u_th / H
+            friction = self.drag * speed(u_th) * u_th / H
         coriolis_term = f * ufl.as_vector((-u_th[1], u_th[0]))
         F = (ufl.dot((u - u_old) * inv_dt, v) + ufl.dot(ufl.dot(ufl.grad(u_th), u_th), v)
              + ufl.dot(coriolis_term, v) + gc * ufl.dot(ufl.grad(eta_th), v) + ufl.dot(friction, v)
