@@ -29,3 +29,12 @@ class SolverError(DeepnumFemError):
 
 class MeshError(DeepnumFemError, ValueError):
     """A mesh file is missing, does not parse, or lacks the cells or tags asked for."""
+
+
+class NetworkError(DeepnumFemError):
+    """User torch code (a network in a form, a preconditioner model) raised an exception.
+
+    Raised on every rank, whichever rank the exception happened on. The message names the
+    network, what deepnum-fem was doing, the original exception's type and its message; on
+    the rank where it happened the original is also chained as ``__cause__``.
+    """

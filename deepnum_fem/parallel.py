@@ -12,23 +12,27 @@ Conventions (see DESIGN.md, "MPI rules"):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
 
 from mpi4py import MPI
 
 import numpy as np
 import torch
 
-from deepnum_fem.errors import DeepnumFemError, ShapeError
+from deepnum_fem.errors import DeepnumFemError, NetworkError, ShapeError
 
 __all__ = [
     "allreduce_gradients",
     "broadcast_parameters",
+    "check_collective_call",
     "check_parameters_identical",
     "spread_between_ranks",
     "mean",
     "raise_on_any_rank",
     "sum",
+    "user_code",
 ]
 
 
@@ -58,6 +62,69 @@ def raise_on_any_rank(error: BaseException | None, comm: MPI.Comm = MPI.COMM_WOR
     raise remote
 
 
+_CHECK_VARIABLE = "DNF_CHECK_COLLECTIVES"
+_calls: dict[int, int] = {}   # per communicator handle: the collective calls checked so far
+
+
+def collective_checks_enabled() -> bool:
+    """Whether ``DNF_CHECK_COLLECTIVES`` asks for the per-call check of :func:`check_collective_call`."""
+    return os.environ.get(_CHECK_VARIABLE, "0").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def check_collective_call(what: str, comm: MPI.Comm = MPI.COMM_WORLD, pattern: tuple = ()) -> None:
+    """With ``DNF_CHECK_COLLECTIVES=1`` in the environment: check that every rank is at the same
+    call of the same operation with the same ``pattern`` (e.g. which inputs require grad), and
+    raise on every rank, naming each rank's call, instead of hanging when they are not.
+
+    Every deepnum-fem operation calls it first, forward and backward; it costs one small
+    allgather per call when enabled and nothing otherwise. The rule it checks is the one that
+    always holds: every op is collective, called by all ranks in the same order.
+    """
+    if comm.size == 1 or not collective_checks_enabled():
+        return
+    key = comm.py2f()
+    number = _calls.get(key, 0) + 1
+    _calls[key] = number
+    mine = (number, what, tuple(pattern))
+    calls = comm.allgather(mine)
+    if any(c != calls[0] for c in calls):
+        listing = "; ".join(f"rank {r}: call #{n} {w}" + (f" {p}" if p else "")
+                            for r, (n, w, p) in enumerate(calls))
+        raise DeepnumFemError(
+            "ranks are not at the same collective call (every deepnum-fem operation must be called "
+            f"by all ranks, in the same order, with the same inputs requiring grad): {listing}")
+
+
+@contextlib.contextmanager
+def user_code(what: str, comm: MPI.Comm = MPI.COMM_WORLD) -> Iterator[None]:
+    """Run user code (a network's forward or backward, a preconditioner model) collectively.
+
+    Every rank enters the block; at its end the ranks decide together whether any of them
+    failed, and if so all raise (a collective call, on success too). A
+    :class:`~deepnum_fem.errors.DeepnumFemError` passes through as it is; any other exception
+    becomes a :class:`~deepnum_fem.errors.NetworkError` whose message says ``what`` was running
+    and gives the original type and message (chained as ``__cause__`` where it happened)::
+
+        with dnf.parallel.user_code("network 'drag' (ml_operator) forward", comm):
+            y = net(x)
+    """
+    error: BaseException | None = None
+    try:
+        yield
+    except DeepnumFemError as e:
+        error = e
+    except Exception as e:  # noqa: BLE001  (user code may raise anything; reported on all ranks)
+        error = NetworkError(f"{what} raised {type(e).__name__}: {e}")
+        error.__cause__ = e
+    raise_on_any_rank(error, comm)
+
+
+def network_name(net: object) -> str:
+    """How error messages name a network: its ``name`` attribute if it has one, else its class."""
+    name = getattr(net, "name", None)
+    return f"{type(net).__name__} {name!r}" if isinstance(name, str) else type(net).__name__
+
+
 class _AllreduceSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, comm: MPI.Comm) -> torch.Tensor:
@@ -83,9 +150,16 @@ def sum(x: torch.Tensor, comm: MPI.Comm = MPI.COMM_WORLD) -> torch.Tensor:  # no
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"dnf.parallel.sum expects a torch.Tensor, got {type(x).__name__}")
-    shapes = comm.allgather(tuple(x.shape))
-    if any(s != shapes[0] for s in shapes):
-        raise DeepnumFemError(f"dnf.parallel.sum needs the same shape on every rank, got {shapes}")
+    check_collective_call("dnf.parallel.sum", comm, (tuple(x.shape), x.requires_grad))
+    seen = comm.allgather((tuple(x.shape), x.requires_grad))
+    if any(s[0] != seen[0][0] for s in seen):
+        raise DeepnumFemError(f"dnf.parallel.sum needs the same shape on every rank, got {[s[0] for s in seen]}")
+    if any(s[1] != seen[0][1] for s in seen):
+        raise DeepnumFemError(
+            "dnf.parallel.sum: the tensor requires grad on rank(s) "
+            f"{[r for r, s in enumerate(seen) if s[1]]} but not on {[r for r, s in enumerate(seen) if not s[1]]}; "
+            "every rank's graph must reach the FEM ops (their backward is collective): build the "
+            "local value from the ops' outputs even where it is empty, e.g. u_t[empty_index].sum()")
     if comm.size == 1:
         return x.clone() if x.requires_grad else x.detach().clone()
     return _AllreduceSum.apply(x, comm)

@@ -9,20 +9,28 @@ from mpi4py import MPI
 import numpy as np
 import torch
 
-from deepnum_fem.errors import DeviceError, DTypeError, NonFiniteError, ShapeError
+from deepnum_fem.errors import DeepnumFemError, DeviceError, DTypeError, NonFiniteError, ShapeError
 from deepnum_fem.fem.controls import Control
-from deepnum_fem.parallel import raise_on_any_rank, spread_between_ranks
+from deepnum_fem.parallel import check_collective_call, raise_on_any_rank, spread_between_ranks
 
 _REAL = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 
 def check_inputs(name: str, tensors: Sequence, controls: Sequence[Control],
-                 comm: MPI.Comm) -> int | None:
-    """Check count, type, dtype, device, shape and finiteness on every rank together.
+                 comm: MPI.Comm, parameters: Sequence[torch.Tensor] = (), call: str | None = None) -> int | None:
+    """Check count, type, dtype, device, shape and finiteness on every rank together, and that
+    every rank has the same batch size and the same inputs (and network ``parameters``)
+    requiring grad: a rank whose graph lacks the op would leave the others waiting in its
+    collective backward.
 
     A tensor has the control's shape, or a leading batch dimension in front of it; all
-    batched tensors share the batch size. Returns the batch size, or None when unbatched.
+    batched tensors share the batch size. ``call`` names the op for the collective-call check
+    (:func:`deepnum_fem.parallel.check_collective_call`). Returns the batch size, or None when
+    unbatched.
     """
+    grads = tuple(bool(getattr(t, "requires_grad", False)) for t in tensors)
+    grads_params = any(p.requires_grad for p in parameters)
+    check_collective_call(f"{call or name} forward", comm, (grads, grads_params))
     error: Exception | None = None
     batch: int | None = None
     try:
@@ -45,6 +53,9 @@ def check_inputs(name: str, tensors: Sequence, controls: Sequence[Control],
                     raise ShapeError(f"{name}: batched inputs disagree on the batch size: "
                                      f"{batch} and {shape[0]} (input {i})")
                 batch = shape[0]
+                if batch == 0:
+                    raise ShapeError(f"{name}: input {i} ({c.describe()}) is a batch of size 0 (shape "
+                                     f"{shape}); give at least one sample, or shape {c.shape} for one")
             else:
                 raise ShapeError(f"{name}: input {i} ({c.describe()}) must have shape {c.shape} "
                                  f"or (batch, *{c.shape}), got {shape}")
@@ -60,9 +71,18 @@ def check_inputs(name: str, tensors: Sequence, controls: Sequence[Control],
     except Exception as e:  # noqa: BLE001  (reported collectively below)
         error = e
     raise_on_any_rank(error, comm)
-    batches = comm.allgather(batch)
-    if any(b != batches[0] for b in batches):
-        raise_on_any_rank(ShapeError(f"{name}: ranks disagree on the batch size: {batches}"), comm)
+    if comm.size > 1:
+        seen = comm.allgather((batch, grads, grads_params))
+        batches = [s[0] for s in seen]
+        if any(b != batches[0] for b in batches):
+            raise ShapeError(f"{name}: ranks disagree on the batch size: {batches}")
+        if any(s[1:] != seen[0][1:] for s in seen):
+            listing = "; ".join(f"rank {r}: inputs {list(g)}" + (", network weights" if p else "")
+                                for r, (_, g, p) in enumerate(seen))
+            raise DeepnumFemError(
+                f"{name}: the inputs that require grad differ between ranks ({listing}); the op's "
+                "backward is collective, so every rank must record it the same way: set "
+                "requires_grad on the same inputs on every rank")
     _check_replicated(name, tensors, controls, comm)
     return batch
 

@@ -12,7 +12,7 @@ import ufl
 from deepnum_fem.errors import NonFiniteError, ShapeError
 from deepnum_fem.fem.problem import AdjointProblem
 from deepnum_fem.ops._inputs import check_inputs, gather_gradients, host_values
-from deepnum_fem.parallel import raise_on_any_rank
+from deepnum_fem.parallel import check_collective_call, raise_on_any_rank
 
 
 class FemOperator:
@@ -47,7 +47,8 @@ class FemOperator:
             ``(batch, n_owned * bs)`` when inputs carry a leading batch dimension. It lives on
             the inputs' device.
         """
-        batch = check_inputs("fem_operator", tensors, self.problem.controls, self.problem.comm)
+        batch = check_inputs("fem_operator", tensors, self.problem.controls, self.problem.comm,
+                             self.problem.ml_parameters, call=f"fem_operator {self.problem.prefix}")
         # network weights of ml_operators in F are inputs too, so autograd sends them gradients
         return _FemSolve.apply(self, batch, len(tensors), *tensors, *self.problem.ml_parameters)
 
@@ -119,6 +120,8 @@ class _FemSolve(torch.autograd.Function):
         problem = ctx.op.problem
         needed = list(ctx.needs_input_grad[3:3 + ctx.n_controls])
         need_params = any(ctx.needs_input_grad[3 + ctx.n_controls:])
+        check_collective_call(f"fem_operator {problem.prefix} backward", problem.comm,
+                              (tuple(needed), need_params))
         grad_host = grad_u.detach().to("cpu", torch.float64).numpy()
         error = None
         if grad_host.shape != tuple(result.shape):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import dolfinx.fem
@@ -13,6 +14,9 @@ from deepnum_fem.fem.forms import coefficients_and_constants
 from deepnum_fem.ops._inputs import check_inputs, gather_gradients, host_values
 from deepnum_fem.ops.ml_operator import lower as lower_ml
 from deepnum_fem.ops.ml_operator import ml_parameter_gradients, unique_parameters
+from deepnum_fem.parallel import check_collective_call
+
+_serials = itertools.count()
 
 
 class Functional:
@@ -38,6 +42,7 @@ class Functional:
         self.ml_cotangents = [Control(m.N0, form, None, **opts) for m in self.ml_models]
         self.ml_parameters = unique_parameters(self.ml_models)
         self.comm = self.form.mesh.comm
+        self.serial = next(_serials)   # made in the same order on every rank (collective)
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
         """Assemble the form with the inputs' values.
@@ -46,7 +51,8 @@ class Functional:
             float64 0-dim tensor with the global value, identical on every rank (shape
             ``(batch,)`` for batched inputs), on the inputs' device.
         """
-        batch = check_inputs("functional", tensors, self.inputs, self.comm)
+        batch = check_inputs("functional", tensors, self.inputs, self.comm, self.ml_parameters,
+                             call=f"functional #{self.serial}")
         return _Assemble.apply(self, batch, len(tensors), *tensors, *self.ml_parameters)
 
     def value(self) -> float:
@@ -92,6 +98,7 @@ class _Assemble(torch.autograd.Function):
         J: Functional = ctx.J
         needed = ctx.needs_input_grad[3:3 + ctx.n_inputs]
         need_params = any(ctx.needs_input_grad[3 + ctx.n_inputs:])
+        check_collective_call(f"functional #{J.serial} backward", J.comm, (tuple(needed), need_params))
         param_grads: list[torch.Tensor | None] = [None] * len(J.ml_parameters)
         g_out = grad_out.detach().to("cpu", torch.float64).numpy()
         samples = host_values(tensors, J.inputs, ctx.batch)

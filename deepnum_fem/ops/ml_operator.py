@@ -33,7 +33,7 @@ import ufl
 from ufl.algorithms.analysis import extract_type
 
 from deepnum_fem.errors import NonFiniteError, ShapeError
-from deepnum_fem.parallel import broadcast_parameters, raise_on_any_rank
+from deepnum_fem.parallel import broadcast_parameters, network_name, user_code
 
 __all__ = ["MLOperator", "MLModel", "ml_operator"]
 
@@ -65,6 +65,7 @@ class MLModel:
         # made in the same order on every rank: a rank-independent order for collective work
         # (memory addresses, and so id(), differ between ranks)
         self.serial = next(_serials)
+        self.name = network_name(net)
         self.degree = Q.ufl_element().embedded_superdegree
         self.device = torch.device(device)
         params = list(net.parameters())
@@ -139,8 +140,9 @@ class MLModel:
         unchanged = self._last is not None and self._last[1] == signature and torch.equal(self._last[0], X)
         if not force and self.comm.allreduce(int(unchanged), op=MPI.MIN):
             return
-        error = None
-        try:
+        packed = np.zeros((0, self.n_out * (1 + self.n_in)))
+        with user_code(f"ml_operator network {self.name} (values and Jacobian at the quadrature points)",
+                       self.comm):
             x_dev = X.to(self.device, self.dtype)                   # one host -> device transfer
             if self.n_points:
                 self._check_batch_shape(x_dev)
@@ -148,15 +150,10 @@ class MLModel:
                 val, jac = self._values_and_jacobians(x_dev)
                 packed = torch.cat([val.reshape(self.n_points, -1), jac.reshape(self.n_points, -1)], dim=1)
                 packed = packed.detach().to("cpu", torch.float64).numpy()   # one device -> host transfer
-            else:
-                packed = np.zeros((0, self.n_out * (1 + self.n_in)))
             if not np.all(np.isfinite(packed)):
                 raise NonFiniteError(f"ml_operator: the network returned NaN/Inf at "
                                      f"{int((~np.isfinite(packed)).any(axis=1).sum())} quadrature point(s) "
                                      "on this rank (values or Jacobian)")
-        except (ShapeError, NonFiniteError) as e:
-            error = e
-        raise_on_any_rank(error, self.comm)
         self._store(packed)
         self._last = (X, signature)
 
@@ -320,7 +317,10 @@ def ml_parameter_gradients(models: Sequence[MLModel], cotangents: Sequence, para
     totals: dict[int, torch.Tensor] = {}
     for model, cot in zip(models, cotangents, strict=True):
         w = scale * cot.assemble()
-        for p, g in zip(model.net.parameters(), model.parameter_vjp(w), strict=True):
+        vjp: list[torch.Tensor | None] = []
+        with user_code(f"ml_operator network {model.name} (gradient of its weights)", model.comm):
+            vjp = model.parameter_vjp(w)
+        for p, g in zip(model.net.parameters(), vjp, strict=True):
             if g is not None:
                 totals[id(p)] = totals[id(p)] + g if id(p) in totals else g
     return [totals.get(id(p)) for p in params]
