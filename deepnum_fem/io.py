@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,6 +54,10 @@ BUNDLED_COAST_H = 500.0
 _TAG_ARRAYS = ("gmsh:physical", "medit:ref")
 #: Linear simplices: meshio name of the cells and of their facets, DOLFINx cell name, by dimension.
 _SIMPLICES = {3: ("tetra", "triangle", "tetrahedron"), 2: ("triangle", "line", "triangle")}
+#: gmsh element type of the linear simplices, by dimension (4-node tetrahedron, 3-node triangle).
+_GMSH_SIMPLEX = {3: 4, 2: 2}
+#: A cell is degenerate when its volume is at most this times (bounding-box diameter)**tdim.
+_DEGENERATE_VOLUME = 1e-12
 
 
 def load_mesh(path: str | Path, comm: MPI.Comm = MPI.COMM_WORLD, *, gdim: int = 3,
@@ -81,7 +86,11 @@ def load_mesh(path: str | Path, comm: MPI.Comm = MPI.COMM_WORLD, *, gdim: int = 
 
     Raises:
         MeshError: on every rank together, when the file is missing or does not parse, has no
-            triangle or tetrahedron cells, or lacks one of ``required_tags``.
+            triangle or tetrahedron cells, mixes cell types (mixed topology), has NaN or Inf
+            coordinates or degenerate (zero-volume) simplices, has cells of higher dimension
+            than ``gdim`` or points off a ``gdim``-dimensional plane, or lacks one of
+            ``required_tags``; in meshio formats also when its cells are not linear simplices
+            or refer to points the file does not have.
     """
     path = Path(path)
     if path.suffix.lower() == ".msh":
@@ -152,7 +161,9 @@ def _load_msh(path: Path, comm: MPI.Comm, gdim: int, required_tags: Sequence[str
         error = None
         if comm.rank == 0:
             try:
-                error = _merge_msh(gmsh, path, required_tags)
+                error = _merge_msh(gmsh, path, required_tags, gdim)
+            except MeshError as e:
+                error = str(e)
             except Exception as e:   # reported on every rank rather than left to hang the others
                 error = f"cannot use {path} as a mesh: {type(e).__name__}: {e}"
         error = comm.bcast(error, root=0)
@@ -164,8 +175,12 @@ def _load_msh(path: Path, comm: MPI.Comm, gdim: int, required_tags: Sequence[str
             raise MeshError(f"cannot build a DOLFINx mesh from {path}: {e}") from e
 
 
-def _merge_msh(gmsh, path: Path, required_tags: Sequence[str | int]) -> str | None:
-    """Load ``path`` into gmsh's current model; the error message, or None if it can be converted."""
+def _merge_msh(gmsh, path: Path, required_tags: Sequence[str | int], gdim: int) -> str | None:
+    """Load ``path`` into gmsh's current model; the error message, or None if it can be converted.
+
+    Raises:
+        MeshError: when the cells are of several types, degenerate, or do not fit ``gdim``.
+    """
     if not path.is_file():
         return f"mesh file {path} not found"
     try:
@@ -182,8 +197,27 @@ def _merge_msh(gmsh, path: Path, required_tags: Sequence[str | int]) -> str | No
             return (f"{path} has cells of dimension {dim} but its physical groups stop at dimension "
                     f"{tdim}; add a physical group for the dimension-{dim} cells")
     gmsh.model.mesh.renumberNodes()   # DOLFINx needs node tags 1..N; files written without SaveAll skip some
+    _check_msh_cells(gmsh, path, tdim, gdim)
     names = {gmsh.model.getPhysicalName(dim, tag) for dim, tag in groups} - {""}
     return _missing_tags(path, required_tags, names, {tag for _, tag in groups})
+
+
+def _check_msh_cells(gmsh, path: Path, tdim: int, gdim: int) -> None:
+    """MeshError unless the ``tdim`` cells in gmsh's model have one type, fit ``gdim`` and have volume."""
+    types, cells, nodes = gmsh.model.mesh.getElements(tdim)
+    found = {gmsh.model.mesh.getElementProperties(t)[0]: len(c) for t, c in zip(types, cells, strict=True) if len(c)}
+    if len(found) > 1:
+        raise MeshError(_mixed_topology(
+            path, tdim, found, "so load_mesh takes one cell type per mesh",
+            "mesh every volume with one element type" if tdim == 3
+            else "mesh every surface with one element type (recombine all of them or none)"))
+    tags, coords, _ = gmsh.model.mesh.getNodes()
+    points = _fit_points(path, coords.reshape(-1, 3), gdim, tdim)
+    if len(types) == 1 and types[0] == _GMSH_SIMPLEX[tdim]:
+        index = np.zeros(int(tags.max()) + 1, dtype=np.int64)
+        index[tags.astype(np.int64)] = np.arange(tags.size)
+        _check_volumes(path, "tetrahedron" if tdim == 3 else "triangle", points,
+                       index[nodes[0].astype(np.int64)].reshape(-1, tdim + 1))
 
 
 def _load_meshio(path: Path, comm: MPI.Comm, gdim: int, required_tags: Sequence[str | int],
@@ -230,24 +264,10 @@ def _load_meshio(path: Path, comm: MPI.Comm, gdim: int, required_tags: Sequence[
 
 def _read_meshio(path: Path, gdim: int, tag_name: str | None) -> dict:
     """Read ``path`` with meshio (rank 0): points, cells and tags as arrays; MeshError if unusable."""
-    import meshio
-
-    if not path.is_file():
-        raise MeshError(f"mesh file {path} not found")
-    messages = io.StringIO()
-    try:   # meshio prints its parser's complaint and calls sys.exit when no reader accepts a file
-        with contextlib.redirect_stdout(messages), contextlib.redirect_stderr(messages):
-            msh = meshio.read(path)
-    except (Exception, SystemExit) as e:
-        said = " ".join(messages.getvalue().split())
-        detail = f"{type(e).__name__}: {e}" if not isinstance(e, SystemExit) else ""
-        raise MeshError(f"meshio could not read {path}: {'; '.join(filter(None, (said, detail)))}") from None
-
-    types = [block.type for block in msh.cells]
-    tdim = next((d for d in (3, 2) if _SIMPLICES[d][0] in types), None)
-    if tdim is None:
-        raise MeshError(f"{path} has no volume cells: expected linear 'tetra' or 'triangle' cells, found {types}")
+    msh = _meshio_read(path)
+    tdim = _meshio_dimension(path, msh.cells)
     cell_type, facet_type, _ = _SIMPLICES[tdim]
+    types = [block.type for block in msh.cells]
 
     key = tag_name
     if key is None:
@@ -258,6 +278,7 @@ def _read_meshio(path: Path, gdim: int, tag_name: str | None) -> dict:
     def blocks(kind: str) -> tuple[np.ndarray, np.ndarray | None]:
         index = [i for i, t in enumerate(types) if t == kind]
         entities = np.concatenate([msh.cells[i].data for i in index]).astype(np.int64)
+        _check_indices(path, kind, entities, len(msh.points))
         if key is None:
             return entities, None
         values = np.concatenate([np.asarray(msh.cell_data[key][i]).reshape(-1) for i in index])
@@ -267,14 +288,8 @@ def _read_meshio(path: Path, gdim: int, tag_name: str | None) -> dict:
 
     cells, cell_values = blocks(cell_type)
     facets, facet_values = blocks(facet_type) if facet_type in types else (None, None)
-    points = np.asarray(msh.points, dtype=np.float64)
-    if points.shape[1] > gdim:
-        if np.ptp(points[:, gdim:]) > 0:
-            raise MeshError(f"{path} has {points.shape[1]}D points that do not lie in a {gdim}D plane; "
-                            f"pass gdim={points.shape[1]}")
-        points = points[:, :gdim]
-    elif points.shape[1] < gdim:
-        points = np.hstack([points, np.zeros((points.shape[0], gdim - points.shape[1]))])
+    points = _fit_points(path, np.asarray(msh.points, dtype=np.float64), gdim, tdim)
+    _check_volumes(path, cell_type, points, cells)
 
     groups = {name: PhysicalGroup(int(v[1]), int(v[0])) for name, v in msh.field_data.items()
               if np.size(v) == 2 and np.issubdtype(np.asarray(v).dtype, np.integer)}
@@ -284,6 +299,109 @@ def _read_meshio(path: Path, gdim: int, tag_name: str | None) -> dict:
             "values": values,
             "cell_tags": None if cell_values is None else (cells, cell_values),
             "facet_tags": None if facet_values is None else (facets, facet_values)}
+
+
+def _meshio_read(path: Path):
+    """``meshio.read(path)``, with meshio's printed complaints and ``sys.exit`` turned into a MeshError."""
+    import meshio
+
+    if not path.is_file():
+        raise MeshError(f"mesh file {path} not found")
+    messages = io.StringIO()
+    try:   # meshio prints its parser's complaint and calls sys.exit when no reader accepts a file
+        with contextlib.redirect_stdout(messages), contextlib.redirect_stderr(messages):
+            return meshio.read(path)
+    except (Exception, SystemExit) as e:
+        said = " ".join(messages.getvalue().split())
+        detail = f"{type(e).__name__}: {e}" if not isinstance(e, SystemExit) else ""
+        raise MeshError(f"meshio could not read {path}: {'; '.join(filter(None, (said, detail)))}") from None
+
+
+def _meshio_dimension(path: Path, blocks) -> int:
+    """Dimension (2 or 3) of the meshio cell ``blocks``; MeshError unless its cells are all linear simplices."""
+    counts, dims = {}, {}
+    for block in blocks:
+        counts[block.type] = counts.get(block.type, 0) + len(block.data)
+        dims[block.type] = block.dim
+    tdim = max((d for d in dims.values() if d >= 2), default=None)
+    if tdim is None:
+        raise MeshError(f"{path} has no volume cells: expected linear 'tetra' or 'triangle' cells, found "
+                        f"{list(counts)}")
+    found = {t: n for t, n in counts.items() if dims[t] == tdim}
+    simplex = _SIMPLICES[tdim][0]
+    if len(found) > 1:
+        raise MeshError(_mixed_topology(
+            path, tdim, found, "and load_mesh reads only linear 'tetra' (3D) or 'triangle' (2D) cells from "
+            "meshio formats", f"convert all cells to {simplex!r} (e.g. re-mesh with simplices only)"))
+    if simplex not in found:
+        raise MeshError(f"{path} has no linear {simplex!r} cells: its {tdim}D cells are {_listed(found)}; "
+                        "load_mesh reads only linear 'tetra' (3D) or 'triangle' (2D) cells from meshio formats: "
+                        f"convert the mesh to {simplex!r} cells")
+    return tdim
+
+
+def _mixed_topology(path: Path, tdim: int, found: dict[str, int], supported: str, remedy: str) -> str:
+    """The message refusing a mesh whose ``tdim`` cells are of the types and counts in ``found``."""
+    return (f"{path} is a mixed-topology mesh: its {tdim}D cells are {_listed(found)}; deepnum-fem's solvers "
+            f"do not handle mixed topologies, {supported}. To load it, {remedy}, or split the file into one "
+            "mesh per cell type")
+
+
+def _listed(found: dict[str, int]) -> str:
+    return " and ".join(f"{n} {t!r}" for t, n in found.items())
+
+
+def _check_indices(path: Path, kind: str, entities: np.ndarray, n_points: int) -> None:
+    """MeshError if a ``kind`` cell of ``entities`` refers to a point outside ``0 .. n_points - 1``."""
+    bad = (entities < 0) | (entities >= n_points)
+    rows = np.flatnonzero(bad.any(axis=1))
+    if rows.size:
+        first = rows[0]
+        raise MeshError(f"{path} has {rows.size} {kind!r} cell(s) with point indices out of range: {kind!r} "
+                        f"cell {first} refers to point {entities[first][bad[first]][0]}, but the file has "
+                        f"{n_points} points (indices 0 to {n_points - 1}); fix the connectivity of the file")
+
+
+def _fit_points(path: Path, points: np.ndarray, gdim: int, tdim: int) -> np.ndarray:
+    """``points`` with ``gdim`` coordinates each; MeshError if not finite or if dropping coordinates moves them."""
+    bad = ~np.isfinite(points)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise MeshError(f"{path} has {int(bad.sum())} NaN or Inf coordinate(s) in {rows.size} point(s) (the "
+                        f"first: point {rows[0]}, {points[rows[0]].tolist()}); every coordinate must be finite: "
+                        "fix or remove those points")
+    dim = points.shape[1]
+    if gdim < tdim:
+        raise MeshError(f"gdim={gdim} is smaller than the topological dimension {tdim} of the cells of {path} "
+                        f"(its points are {dim}D); pass gdim={max(tdim, dim)}")
+    if dim > gdim:
+        spread = np.ptp(points[:, gdim:], axis=0)
+        if spread.max() > 0:
+            axis = "xyz"[gdim + int(spread.argmax())]
+            raise MeshError(f"{path} has {dim}D points that do not lie in a {gdim}D plane (its {axis} coordinates "
+                            f"span {spread.max():.6g}), so gdim={gdim} would flatten the mesh; pass gdim={dim}")
+        return points[:, :gdim]
+    return np.hstack([points, np.zeros((points.shape[0], gdim - dim))])
+
+
+def _check_volumes(path: Path, kind: str, points: np.ndarray, cells: np.ndarray) -> None:
+    """MeshError if a simplex of ``cells`` has volume <= 1e-12 (bounding-box diameter)**tdim."""
+    tdim = cells.shape[1] - 1
+    edges = points[cells[:, 1:]] - points[cells[:, :1]]   # (cells, tdim, gdim)
+    if edges.shape[2] == tdim:
+        volumes = np.abs(np.linalg.det(edges))
+    else:   # a surface in 3D: sqrt of the Gram determinant
+        volumes = np.sqrt(np.abs(np.linalg.det(edges @ edges.transpose(0, 2, 1))))
+    volumes /= math.factorial(tdim)
+    diameter = float(np.linalg.norm(np.ptp(points, axis=0))) if len(points) else 0.0
+    tol = _DEGENERATE_VOLUME * diameter**tdim
+    flat = np.flatnonzero(volumes <= tol)
+    if flat.size:
+        first = flat[0]
+        raise MeshError(f"{path} has {flat.size} degenerate (zero-volume) {kind!r} cell(s) of {len(cells)}: "
+                        f"volume <= {_DEGENERATE_VOLUME:g} * (bounding-box diameter {diameter:.6g})^{tdim}; the "
+                        f"first is cell {first}, points {cells[first].tolist()}, volume {volumes[first]:.3g}. "
+                        "Remove or repair those cells (e.g. merge duplicate points, or re-mesh)")
 
 
 def _missing_tags(path: Path, required: Sequence[str | int], names: set[str], values: set[int]) -> str | None:
