@@ -173,3 +173,18 @@ def test_collective_checks_catch_a_requires_grad_pattern_in_backward(poisson, mo
     j = J(m)
     j.backward()
     np.testing.assert_allclose(float(dnf.parallel.sum(m.grad.sum())), 2.0, rtol=1e-12)
+
+
+def test_a_scalar_constant_given_as_shape_one_on_one_rank_only(poisson):
+    """Shape (1,) is a batch of one; ranks that disagree on it are refused, not left to hang."""
+    msh, V, u, v, f, bc = poisson
+    c = fem.Constant(msh, 1.0)
+    op = dnf.fem_operator(c * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx - v * ufl.dx, u,
+                          controls=[c], bcs=[bc])
+    batched = op(torch.tensor([2.0], dtype=torch.float64))
+    assert batched.shape == (1, V.dofmap.index_map.size_local)
+    if COMM.size > 1:
+        value = torch.tensor([2.0] if COMM.rank == LAST else 2.0, dtype=torch.float64)
+        with pytest.raises(dnf.ShapeError, match="disagree on the batch size"):
+            op(value)
+    op.destroy()

@@ -17,14 +17,16 @@ import ufl
 
 from deepnum_fem.convert import n_owned, owned_array
 from deepnum_fem.errors import DeepnumFemError, SolverError
+from deepnum_fem.fem import checks
 from deepnum_fem.fem.controls import Control
 from deepnum_fem.fem.forms import ValueSnapshot, coefficients_and_constants, depends_on, is_constant
+from deepnum_fem.fem.nullspace import NullSpace
+from deepnum_fem.fem.options import DIRECT_LINEAR, NEWTON, solver_options
 from deepnum_fem.ops.ml_operator import lower as lower_ml
 from deepnum_fem.ops.ml_operator import ml_parameter_gradients, unique_parameters
 
-_DEFAULT_LINEAR = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
-_DEFAULT_NEWTON = {"snes_type": "newtonls", "snes_linesearch_type": "none",
-                   "snes_rtol": 1e-10, "snes_atol": 1e-12, "snes_max_it": 50, **_DEFAULT_LINEAR}
+#: A direct solve whose true residual exceeds this fraction of the right-hand side is an error.
+DIRECT_RTOL = 1e-6
 _prefix_counter = itertools.count()
 # Every problem by creation number, held until it is destroyed explicitly or at exit. Destroying a
 # PETSc object that holds a parallel factorisation (MUMPS) is collective: left to garbage
@@ -49,14 +51,6 @@ def _ksp_options(options: dict) -> dict:
     """The linear-solver part of a PETSc options dict (for the adjoint of a Newton solve): all but
     the SNES options, so that nested solvers' options (``fieldsplit_*``, ``mg_levels_*``) stay."""
     return {k: v for k, v in options.items() if k.split("_")[0] != "snes"}
-
-
-def _with_defaults(user: dict, defaults: dict) -> dict:
-    """``defaults`` under ``user``; the default linear solver only when the user chose none."""
-    chose_solver = any(k in user for k in ("ksp_type", "pc_type"))
-    base = {k: v for k, v in defaults.items()
-            if not (chose_solver and k.split("_")[0] in ("ksp", "pc"))}
-    return {**base, **user}
 
 
 def _set_options(prefix: str, options: dict) -> None:
@@ -94,6 +88,12 @@ class AdjointProblem:
     ``configure_ksp(ksp)``, when given, is called on each KSP the problem solves with (the
     linear solver, or the Newton solver's and the adjoint's) once its options are set and
     before its first setup: e.g. to give a PCFIELDSPLIT its fields (``pc.setFieldSplitIS``).
+
+    Every solve is checked before its result is used: the KSP's convergence; for direct solves
+    (``preonly``) the true residual (at most ``direct_rtol`` of the right-hand side), MUMPS's
+    null pivots and, at each assembly, whether the operator maps constants to zero. A singular
+    operator is an error unless its ``nullspace`` is given (linear problems): then the
+    right-hand sides (forward and adjoint) and the solutions are projected orthogonal to it.
     """
 
     def __init__(self, F: ufl.Form, u: dolfinx.fem.Function, controls: Sequence, *,
@@ -101,6 +101,7 @@ class AdjointProblem:
                  adjoint_petsc_options: dict | None = None, linear: bool | None = None,
                  symmetric: bool | None = None, petsc_options_prefix: str | None = None,
                  initial_guess: str = "previous", configure_ksp: Callable[[PETSc.KSP], None] | None = None,
+                 nullspace: str | Sequence[dolfinx.fem.Function] | None = None, direct_rtol: float = DIRECT_RTOL,
                  jit_options: dict | None = None, form_compiler_options: dict | None = None):
         if initial_guess not in ("previous", "zero"):
             raise ValueError(f"initial_guess must be 'previous' or 'zero', got {initial_guess!r}")
@@ -134,13 +135,23 @@ class AdjointProblem:
         prefix = petsc_options_prefix or f"dnf_op{number}_"
         self.prefix = prefix
         user = dict(petsc_options or {})
-        self.petsc_options = _with_defaults(user, _DEFAULT_LINEAR if self.linear else _DEFAULT_NEWTON)
+        self.petsc_options = solver_options(user, DIRECT_LINEAR if self.linear else NEWTON)
         self.adjoint_petsc_options = (dict(adjoint_petsc_options) if adjoint_petsc_options is not None
-                                      else _with_defaults(_ksp_options(user), _DEFAULT_LINEAR))
+                                      else solver_options(_ksp_options(user), DIRECT_LINEAR))
+        self.direct_rtol = float(direct_rtol)
+        if nullspace is not None and not self.linear:
+            raise DeepnumFemError("nullspace= is supported for linear problems; a Newton problem needs "
+                                  "conditions that make its Jacobian non-singular")
+        self.nullspace = NullSpace(self.V, nullspace) if nullspace is not None else None
+        self._singular_component: int | None = None
 
         self.F = dolfinx.fem.form(F, **opts)
         self.J = dolfinx.fem.form(J, **opts)
         self.A = dolfinx.fem.petsc.create_matrix(self.J)
+        if self.nullspace is not None:   # Krylov solvers project by themselves
+            petsc_nullspace = self.nullspace.petsc(u)
+            self.A.setNullSpace(petsc_nullspace)
+            self.A.setTransposeNullSpace(petsc_nullspace)
         self.b = dolfinx.fem.petsc.create_vector(self.V)
         self.x = dolfinx.fem.petsc.create_vector(self.V)
         self.lam = dolfinx.fem.Function(self.V, name="adjoint")
@@ -246,6 +257,8 @@ class AdjointProblem:
         A.assemble()
         if self._operator_fixed and self._declared_symmetric is None:
             self.symmetric = bool(A.isSymmetric(1e-10 * max(A.norm(), 1e-300)))
+        if self.linear and self.nullspace is None:
+            self._singular_component = checks.constant_kernel(A, self.V.dofmap.index_map_bs)
 
     def _operator_is_current(self) -> bool:
         """Whether the values the operator depends on are those of its last assembly (collective)."""
@@ -296,9 +309,10 @@ class AdjointProblem:
             self._assemble_affine_residual(operator_changed)
         else:
             self._assemble_residual()
+        self._project(self.b)
         with self._solving(self.ksp):
             self.ksp.solve(self.b, self.x)
-        self._check_ksp(self.ksp, "forward linear solve")
+        self._check_solution(self.ksp, "forward linear solve", self.b, self.x)
         owned_array(self.u)[:] = -self.x.getArray(readonly=True)
         self.u.x.scatter_forward()
 
@@ -333,6 +347,11 @@ class AdjointProblem:
                 f" after {its} iterations, residual norm {fnorm:.3e}; last linear solve "
                 f"{_reason_name(ksp_reason, PETSc.KSP)}. Try a line search "
                 "('snes_linesearch_type': 'bt'), a better initial guess or smaller steps.")
+        if checks.mumps_null_pivots(snes.getKSP()) > 0:
+            self.u.x.array[:] = 0.0
+            raise SolverError(
+                f"Newton solve ({self.prefix}): MUMPS found {checks.mumps_null_pivots(snes.getKSP())} null "
+                f"pivot(s) in the Jacobian, which is singular; {checks.singular_hint(self.V.dofmap.index_map_bs)}")
 
     def solve_many(self, samples: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
         """Solve a batch of right-hand sides with one ``KSPMatSolve`` (fixed linear operator).
@@ -368,14 +387,18 @@ class AdjointProblem:
 
     def _mat_solve(self, cols: np.ndarray, *, transpose: bool, what: str) -> np.ndarray:
         n, nrhs = cols.shape
+        if self.nullspace is not None:
+            for j in range(nrhs):
+                self.nullspace.project(cols[:, j])
         B = PETSc.Mat().createDense(((n, PETSc.DECIDE), (PETSc.DECIDE, nrhs)), array=cols, comm=self.comm)
         B.assemble()
         X = B.duplicate()
         try:
             with self._solving(self.ksp):
                 (self.ksp.matSolveTranspose if transpose else self.ksp.matSolve)(B, X)
-            self._check_ksp(self.ksp, what)
-            return np.array(X.getDenseArray(readonly=True), order="F")
+            out = np.array(X.getDenseArray(readonly=True), order="F")
+            self._check_columns(B, out, transpose=transpose, what=what)
+            return out
         finally:
             B.destroy()
             X.destroy()
@@ -400,6 +423,7 @@ class AdjointProblem:
                 self._adj_assembled_for = token
             ksp = self.adj_ksp
         self.b.getArray()[:] = rhs * self._bc_mask
+        self._project(self.b)
         recycled = (not self.linear and self._recycle_ksp is not None and self._newton_pc_token is token
                     and self._solve_with(self._recycle_ksp, check=False))
         if not recycled:
@@ -410,7 +434,7 @@ class AdjointProblem:
         with self._solving(ksp):
             (ksp.solve if self.symmetric else ksp.solveTranspose)(self.b, self.x)
         if check:
-            self._check_ksp(ksp, "adjoint solve")
+            self._check_solution(ksp, "adjoint solve", self.b, self.x, transpose=not self.symmetric)
         return ksp.getConvergedReason() > 0
 
     def control_gradients(self, needed: Sequence[bool]) -> list[np.ndarray | None]:
@@ -471,6 +495,66 @@ class AdjointProblem:
             owned_array(self.u)[:] = u_owned
             self.u.x.scatter_forward()
 
+    def _project(self, vec: PETSc.Vec) -> None:
+        if self.nullspace is not None:
+            self.nullspace.project_vec(vec)
+
+    def _check_solution(self, ksp: PETSc.KSP, what: str, b: PETSc.Vec, x: PETSc.Vec, *,
+                        transpose: bool = False) -> None:
+        """Raise (on every rank: all checks are collective) unless ``x`` solves the system; with a
+        null space, project ``x`` orthogonal to it first."""
+        self._check_ksp(ksp, what)
+        self._project(x)
+        if ksp.getType() != "preonly":
+            return   # a Krylov method checked its own residual
+        A = ksp.getOperators()[0]
+        bs = self.V.dofmap.index_map_bs
+        pivots = checks.mumps_null_pivots(ksp)
+        allowed = self.nullspace.dim if self.nullspace is not None else 0
+        if pivots > allowed:
+            raise SolverError(f"{what} ({ksp.getOptionsPrefix()}): MUMPS found {pivots} null pivot(s), the operator "
+                              f"is singular{f' beyond the {allowed} null-space vector(s) given' if allowed else ''}; "
+                              f"{checks.singular_hint(bs)}")
+        if self._singular_component is not None and self.linear:
+            component = f" (component {self._singular_component})" if bs > 1 else ""
+            raise SolverError(f"{what} ({ksp.getOptionsPrefix()}): the operator maps constant vectors{component} "
+                              f"to zero, so it is singular; {checks.singular_hint(bs)}")
+        ratio = checks.residual_ratio(A, b, x, transpose=transpose)
+        if not ratio <= self.direct_rtol:
+            self._raise_residual(ksp, what, ratio)
+
+    def _check_columns(self, B: PETSc.Mat, X: np.ndarray, *, transpose: bool, what: str) -> None:
+        """:meth:`_check_solution` for the columns of a batched solve (projects ``X`` in place)."""
+        self._check_ksp(self.ksp, what)
+        if self.nullspace is not None:
+            for j in range(X.shape[1]):
+                self.nullspace.project(X[:, j])
+        if self.ksp.getType() != "preonly":
+            return
+        b, x = self.b.duplicate(), self.x.duplicate()
+        try:
+            for j in range(X.shape[1]):
+                B.getColumnVector(j, b)
+                x.getArray()[:] = X[:, j]
+                ratio = checks.residual_ratio(self.ksp.getOperators()[0], b, x, transpose=transpose)
+                if not ratio <= self.direct_rtol:
+                    self._raise_residual(self.ksp, f"{what} (column {j})", ratio)
+        finally:
+            b.destroy()
+            x.destroy()
+
+    def _raise_residual(self, ksp: PETSc.KSP, what: str, ratio: float) -> None:
+        pc = ksp.getPC().getType()
+        if pc not in ("lu", "cholesky"):
+            cause = (f"ksp_type 'preonly' applies the preconditioner '{pc}' once, which is not a solve: choose a "
+                     "Krylov method (ksp_type 'cg' for symmetric positive definite operators, else 'gmres'), "
+                     "or a factorisation (pc_type 'lu')")
+        else:
+            cause = ("the operator is singular or nearly so (a condition number beyond ~1/direct_rtol); "
+                     + checks.singular_hint(self.V.dofmap.index_map_bs))
+        raise SolverError(f"{what} ({ksp.getOptionsPrefix()}): the true residual is {ratio:.3e} of the right-hand "
+                          f"side after a direct solve (allowed: direct_rtol = {self.direct_rtol:g}); {cause}")
+
     def _check_ksp(self, ksp: PETSc.KSP, what: str) -> None:
         reason = ksp.getConvergedReason()
         if reason < 0:
@@ -518,9 +602,7 @@ def _preconditioner_errors():
         raise
 
 
-def _reason_name(reason: int, cls) -> str:
-    names = {v: k for k, v in vars(cls.ConvergedReason).items() if isinstance(v, int)}
-    return f"{names.get(reason, 'UNKNOWN')} ({reason})"
+_reason_name = checks.reason_name
 
 
 def _check_controls(F, u, controls, bcs) -> None:

@@ -15,6 +15,8 @@ import numpy as np
 import ufl
 
 from deepnum_fem.errors import SolverError
+from deepnum_fem.fem.checks import reason_name
+from deepnum_fem.fem.options import solver_options
 
 __all__ = ["rule_based_fibres", "transmural_coordinate"]
 
@@ -56,13 +58,13 @@ def transmural_coordinate(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.Mesh
     a = ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx
     L = ufl.inner(dolfinx.fem.Constant(mesh, PETSc.ScalarType(0.0)), v) * ufl.dx
     prefix = f"dnf_transmural{next(_prefix_counter)}_"
-    options = {**_DEFAULT_OPTIONS, **(petsc_options or {})}
+    options = solver_options(petsc_options, _DEFAULT_OPTIONS)
     problem = dolfinx.fem.petsc.LinearProblem(a, L, bcs=bcs, petsc_options=options,
                                               petsc_options_prefix=prefix)
     phi = problem.solve()
     reason = problem.solver.getConvergedReason()
     if reason <= 0:
-        raise SolverError(f"transmural Laplace solve ({prefix}) did not converge: KSP reason {reason}; "
+        raise SolverError(f"transmural Laplace solve ({prefix}) did not converge: KSP reason {reason_name(reason)}; "
                           "try petsc_options={'ksp_type': 'preonly', 'pc_type': 'lu'}")
     for bc in bcs:   # exactly 0 and 1 on the surfaces (an iterative solve leaves ~1e-14 there)
         bc.set(phi.x.array)

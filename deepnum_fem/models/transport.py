@@ -157,9 +157,8 @@ class Transport:
         bcs = [dolfinx.fem.dirichletbc(float(value), dolfinx.fem.locate_dofs_topological(
             self.V, tdim - 1, np.asarray(facets, dtype=np.int32)), self.V) for facets, value in dirichlet]
         controls = [self.c_old, self.source] + ([diffusivity_scale] if diffusivity_scale is not None else [])
-        options = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
-        options.update(petsc_options or {})
-        self.step_operator = fem_operator(F, self.c, controls=controls, bcs=bcs, petsc_options=options,
+        # fem_operator's default (MUMPS LU) under the user's options, by its one rule
+        self.step_operator = fem_operator(F, self.c, controls=controls, bcs=bcs, petsc_options=petsc_options,
                                           linear=True, symmetric=False)
         # ∫ φ_i dx: the integral of a P1 field is exact as mass · c
         weights = dolfinx.fem.assemble_vector(dolfinx.fem.form(v * ufl.dx))

@@ -10,7 +10,7 @@ import torch
 import ufl
 
 from deepnum_fem.errors import NonFiniteError, ShapeError
-from deepnum_fem.fem.problem import AdjointProblem
+from deepnum_fem.fem.problem import DIRECT_RTOL, AdjointProblem
 from deepnum_fem.ops._inputs import check_inputs, gather_gradients, host_values
 from deepnum_fem.parallel import check_collective_call, raise_on_any_rank
 
@@ -23,11 +23,13 @@ class FemOperator:
                  adjoint_petsc_options: dict | None = None, linear: bool | None = None,
                  symmetric: bool | None = None, petsc_options_prefix: str | None = None,
                  initial_guess: str = "previous", configure_ksp: Callable | None = None,
+                 nullspace: str | Sequence[dolfinx.fem.Function] | None = None, direct_rtol: float = DIRECT_RTOL,
                  jit_options: dict | None = None, form_compiler_options: dict | None = None):
         self.problem = AdjointProblem(
             F, u, list(controls), bcs=bcs, petsc_options=petsc_options,
             adjoint_petsc_options=adjoint_petsc_options, linear=linear, symmetric=symmetric,
             petsc_options_prefix=petsc_options_prefix, initial_guess=initial_guess, configure_ksp=configure_ksp,
+            nullspace=nullspace, direct_rtol=direct_rtol,
             jit_options=jit_options, form_compiler_options=form_compiler_options)
 
     @property
@@ -74,14 +76,27 @@ def fem_operator(F: ufl.Form, u: dolfinx.fem.Function, *, controls: Sequence = (
             each call takes one tensor per control (a Function's owned dofs, a Constant's value).
         bcs: Dirichlet conditions on ``u``; their values are fixed (not controls).
         petsc_options: Forward solver options. Linear problems default to MUMPS LU, nonlinear
-            ones to SNES Newton with MUMPS.
+            ones to SNES Newton with MUMPS. Given options replace the default linear solver
+            whole when they name ``ksp_type`` or ``pc_type``, and merge key by key otherwise
+            (:func:`deepnum_fem.fem.options.solver_options`).
         adjoint_petsc_options: Options of the adjoint solve of a nonlinear problem; default
             the forward's linear-solver options. Linear problems reuse the forward solver.
         **kwargs: ``linear`` (force the detection), ``symmetric`` (skip the symmetry check),
             ``initial_guess`` (Newton starts from the ``"previous"`` solution, the default, or
             from ``"zero"``), ``configure_ksp`` (a callable applied to each KSP the operation
             solves with, before its first setup, e.g. to set a PCFIELDSPLIT's fields),
+            ``nullspace`` (linear problems whose operator is singular on purpose: ``"constant"``
+            or Functions on ``u``'s space spanning the null space of the operator and of its
+            transpose; right-hand sides and solutions, forward and adjoint, are projected
+            orthogonal to it), ``direct_rtol`` (largest true residual, relative to the
+            right-hand side, accepted from a direct solve; default 1e-6),
             ``petsc_options_prefix``, ``jit_options``, ``form_compiler_options``.
+
+    Raises:
+        SolverError: on every rank, when a solve fails or its result is not a solution: a
+            Krylov method that did not converge, a direct solve whose true residual is too
+            large, a singular operator (MUMPS null pivots, or constants mapped to zero) without
+            a ``nullspace``.
 
     Returns:
         The operation; ``op(*tensors)`` returns the owned dofs of ``u``.

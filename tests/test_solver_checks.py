@@ -1,0 +1,157 @@
+"""No silently wrong numbers from solves: singular operators, a preconditioner mistaken for a
+solver, one rule for user and default options, null spaces that make singular problems right."""
+
+from __future__ import annotations
+
+import math
+
+from mpi4py import MPI
+
+import dolfinx.fem as fem
+import dolfinx.mesh
+import numpy as np
+import pytest
+import torch
+import ufl
+
+import deepnum_fem as dnf
+from deepnum_fem.fem.options import DIRECT_LINEAR, solver_options
+from deepnum_fem.models.transport import Transport, gaussian_source
+
+COMM = MPI.COMM_WORLD
+SOLVERS = ["mumps", "superlu_dist", pytest.param("petsc", marks=pytest.mark.skip_in_parallel)]
+
+
+def _neumann_poisson(n=16, *, vector=False):
+    """-Δu = f on the unit square with no Dirichlet condition: singular (constants)."""
+    msh = dolfinx.mesh.create_unit_square(COMM, n, n)
+    V = fem.functionspace(msh, ("Lagrange", 1, (2,)) if vector else ("Lagrange", 1))
+    u, v, f = fem.Function(V), ufl.TestFunction(V), fem.Function(V, name="f")
+    F = ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx - ufl.inner(f, v) * ufl.dx
+    return msh, V, u, f, F
+
+
+def _owned_coordinates(V):
+    return V.tabulate_dof_coordinates()[: V.dofmap.index_map.size_local]
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("rhs", ["compatible", "incompatible"])
+def test_a_singular_operator_is_an_error(solver, rhs):
+    msh, V, u, f, F = _neumann_poisson()
+    x = _owned_coordinates(V)
+    values = np.cos(np.pi * x[:, 0]) if rhs == "compatible" else np.ones(len(x))
+    op = dnf.fem_operator(F, u, controls=[f], petsc_options={**DIRECT_LINEAR, "pc_factor_mat_solver_type": solver})
+    with pytest.raises(dnf.SolverError, match="singular") as e:
+        op(torch.from_numpy(values))
+    assert "nullspace=" in str(e.value) and "bcs=" in str(e.value)
+    op.destroy()
+
+
+def test_a_singular_vector_operator_names_the_component():
+    msh, V, u, f, F = _neumann_poisson(8, vector=True)
+    op = dnf.fem_operator(F, u, controls=[f])
+    with pytest.raises(dnf.SolverError, match=r"singular"):
+        op(torch.zeros(2 * V.dofmap.index_map.size_local, dtype=torch.float64))
+    op.destroy()
+
+
+def test_an_incompatible_right_hand_side_is_caught_by_the_residual_check():
+    """Without the constant probe (a Robin term that is ~0 only numerically would hide it), the
+    direct solve's true residual still reveals the wrong answer."""
+    msh, V, u, f, F = _neumann_poisson()
+    op = dnf.fem_operator(F, u, controls=[f], petsc_options={**DIRECT_LINEAR, "mat_mumps_icntl_24": 0})
+    op.problem.nullspace = None
+    ones = torch.ones(V.dofmap.index_map.size_local, dtype=torch.float64)
+    problem = op.problem
+    problem._singular_component = None
+    original = problem._assemble_operator
+
+    def without_probe(A):
+        original(A)
+        problem._singular_component = None
+
+    problem._assemble_operator = without_probe
+    with pytest.raises(dnf.SolverError, match="true residual is .* of the right-hand side"):
+        op(ones)
+    op.destroy()
+
+
+def test_nullspace_constant_gives_the_zero_mean_solution_and_its_gradient():
+    msh, V, u, f, F = _neumann_poisson(24)
+    op = dnf.fem_operator(F, u, controls=[f], nullspace="constant")
+    x = _owned_coordinates(V)
+    f0 = torch.from_numpy(np.pi**2 * np.cos(np.pi * x[:, 0]))
+    uh = op(f0)
+    # exact: cos(pi x), whose mean is zero; the discrete solution has a zero dof mean
+    exact = np.cos(np.pi * x[:, 0])
+    err = math.sqrt(COMM.allreduce(float(((uh.numpy() - exact) ** 2).sum()), op=MPI.SUM))
+    ref = math.sqrt(COMM.allreduce(float((exact**2).sum()), op=MPI.SUM))
+    assert err / ref < 0.01
+    assert abs(COMM.allreduce(float(uh.sum()), op=MPI.SUM)) < 1e-10 * ref
+    # an incompatible source: its right-hand side is projected (the ℓ2 least-squares problem),
+    # so the solution stays of the size of the data instead of growing to ~1e13
+    shifted = op(f0 + 1.0)
+    assert float(dnf.parallel.sum((shifted - uh).abs().max())) < 0.1
+    # the adjoint is projected too: Taylor rate 2 through the singular solve
+    J = dnf.functional((u - 0.3) ** 2 * ufl.dx, inputs=[u])
+    g = torch.Generator().manual_seed(7 + COMM.rank)
+    dm = torch.rand(f0.shape, generator=g, dtype=torch.float64)
+    rates = dnf.taylor_test(lambda m: J(op(m)), f0, dm)
+    assert min(rates) > 1.9, rates
+    op.destroy()
+
+
+def test_nullspace_of_functions_and_bad_null_spaces():
+    msh, V, u, f, F = _neumann_poisson(8)
+    one = fem.Function(V)
+    one.x.array[:] = 2.0
+    op = dnf.fem_operator(F, u, controls=[f], nullspace=[one])
+    x = _owned_coordinates(V)
+    uh = op(torch.from_numpy(np.cos(np.pi * x[:, 0])))
+    assert abs(COMM.allreduce(float(uh.sum()), op=MPI.SUM)) < 1e-10
+    op.destroy()
+    with pytest.raises(dnf.DeepnumFemError, match="zero or a combination"):
+        dnf.fem_operator(F, u, controls=[f], nullspace=[one, one])
+    with pytest.raises(ValueError, match="'constant' or a sequence"):
+        dnf.fem_operator(F, u, controls=[f], nullspace="constants please")
+
+
+def test_the_options_rule():
+    assert solver_options(None, DIRECT_LINEAR)["ksp_type"] == "preonly"
+    gamg = solver_options({"pc_type": "gamg"}, DIRECT_LINEAR)
+    assert gamg == {"pc_type": "gamg"}                     # no preonly, no MUMPS left over
+    superlu = solver_options({"pc_factor_mat_solver_type": "superlu_dist"}, DIRECT_LINEAR)
+    assert superlu["ksp_type"] == "preonly" and superlu["pc_factor_mat_solver_type"] == "superlu_dist"
+    assert "mat_mumps_icntl_24" not in superlu
+    assert solver_options(None, DIRECT_LINEAR)["mat_mumps_icntl_24"] == 1
+    newton = solver_options({"snes_rtol": 1e-6}, {"snes_type": "newtonls", "snes_rtol": 1e-10, **DIRECT_LINEAR})
+    assert newton["snes_rtol"] == 1e-6 and newton["pc_type"] == "lu"
+
+
+def _transport(petsc_options=None):
+    msh = dolfinx.mesh.create_rectangle(COMM, [[0.0, 0.0], [2.0, 1.0]], [24, 12])
+    model = Transport(msh, (1.0, 0.0), dt=0.05, diffusivity=0.01, petsc_options=petsc_options)
+    source = gaussian_source(model.coordinates, (0.5, 0.5), 1.0, 0.1)
+    return model, source
+
+
+def test_a_users_iterative_solver_replaces_the_direct_default_in_models():
+    lu, source = _transport()
+    gamg, _ = _transport({"pc_type": "gamg", "ksp_rtol": 1e-10})
+    c0 = torch.zeros(lu.n, dtype=torch.float64)
+    with torch.no_grad():
+        a, b = c0, c0
+        for _ in range(5):
+            a, b = lu.step(a, source), gamg.step(b, source)
+    scale = float(dnf.parallel.sum(a.abs().max()))
+    assert scale > 0
+    assert float(dnf.parallel.sum((a - b).abs().max())) < 1e-6 * scale * COMM.size
+    assert gamg.step_operator.problem.ksp.getType() != "preonly"
+
+
+def test_preonly_with_a_preconditioner_that_is_not_a_solver_is_an_error():
+    model, source = _transport({"ksp_type": "preonly", "pc_type": "gamg"})
+    with pytest.raises(dnf.SolverError, match="applies the preconditioner 'gamg' once"):
+        with torch.no_grad():
+            model.step(torch.zeros(model.n, dtype=torch.float64), source)
