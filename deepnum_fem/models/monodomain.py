@@ -47,12 +47,20 @@ from deepnum_fem.sensors import point_weights
 __all__ = ["Monodomain", "Stimulus", "activation_times", "soft_activation_times"]
 
 
+#: Relative tolerance of a :class:`Stimulus` ball's surface (far above rounding, far below a cell).
+EDGE_RTOL = 1e-9
+
+
 @dataclass(frozen=True)
 class Stimulus:
     """An applied current ``amplitude`` (1/ms) in a region during ``[start, start + duration)`` ms.
 
     The region is the ball ``|x - centre| <= radius`` or, when ``marker`` is given, the nodes
     where ``marker(x)`` is true (``x`` of shape ``(3, n)``, as ``dolfinx.mesh.locate_entities``).
+    Nodes on the ball's surface are inside, to a relative tolerance of :data:`EDGE_RTOL`: node
+    coordinates are computed per cell and differ in the last bits between cells, and so
+    between partitions; without it the set (and the activation times) changed with the number
+    of ranks. A ``marker`` should allow for that too (compare with a tolerance).
     """
 
     centre: Sequence[float] = (0.0, 0.0, 0.0)
@@ -68,7 +76,7 @@ class Stimulus:
             return np.asarray(self.marker(x.T), dtype=bool)
         centre = np.zeros(3)
         centre[: len(self.centre)] = self.centre
-        return np.linalg.norm(x - centre, axis=1) <= self.radius
+        return np.linalg.norm(x - centre, axis=1) <= self.radius * (1.0 + EDGE_RTOL)
 
     def fraction_on(self, t0: float, t1: float) -> float:
         """Fraction of ``[t0, t1]`` during which the stimulus is on (its exact time integral)."""
