@@ -47,9 +47,8 @@ class PointSensors:
                              "are not supported; use P1 or P2")
         gdim = mesh.geometry.dim
         points = np.asarray(points, dtype=np.float64)
-        if points.ndim != 2 or points.shape[1] != gdim:
-            raise ShapeError(f"PointSensors: points of shape (n_points, {gdim}) expected, got {points.shape}")
         self.comm, self.points = mesh.comm, points
+        _check_replicated_points(points, gdim, self.comm)
         self.n_points, self.n_owned = len(points), n_owned(dolfinx.fem.Function(V))
         self.rows, self.cols, self.values = _local_weights(V, points)
 
@@ -75,6 +74,22 @@ class PointSensors:
 
     def __repr__(self) -> str:
         return f"PointSensors({self.n_points} points, {self.rows.numel()} local weights)"
+
+
+def _check_replicated_points(points: np.ndarray, gdim: int, comm: MPI.Comm) -> None:
+    """The points are replicated data: the same array on every rank (checked on all ranks together)."""
+    error = None
+    if points.ndim != 2 or points.shape[1] != gdim:
+        error = ShapeError(f"PointSensors: points of shape (n_points, {gdim}) expected, got {points.shape}")
+    parallel.raise_on_any_rank(error, comm)
+    shapes = comm.allgather(points.shape)
+    if any(shape != shapes[0] for shape in shapes):
+        raise ShapeError(f"PointSensors: every rank must give the same points (all of them, not its own); "
+                         f"got shapes {shapes} on ranks 0..{comm.size - 1}")
+    spread = parallel.spread_between_ranks(torch.from_numpy(points), comm)
+    if spread != 0:   # NaN counts as differing
+        raise ValueError(f"PointSensors: the points differ between ranks (by up to {spread:.3e}); every rank "
+                         "must give the same points, e.g. from rank 0 by comm.bcast")
 
 
 def point_weights(V: dolfinx.fem.FunctionSpace, points: np.ndarray) -> torch.Tensor:

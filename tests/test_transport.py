@@ -299,3 +299,18 @@ def test_bad_input_gives_clear_errors(comm):
         Transport(model.mesh, (1.0, 0.0, 0.0), dt=0.1)
     with pytest.raises(dnf.NonFiniteError):
         model.step(model.zeros(), torch.full((model.n,), float("nan"), dtype=torch.float64))
+
+
+def test_point_sensors_need_the_same_points_on_every_rank(comm):
+    mesh = dolfinx.mesh.create_unit_square(comm, 4, 4)
+    V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+    shifted = np.array([[0.25, 0.5 + 0.1 * comm.rank]])
+    if comm.size == 1:   # one rank's points are replicated by definition
+        assert PointSensors(V, shifted).n_points == 1
+        return
+    with pytest.raises(ValueError, match="points differ between ranks"):
+        PointSensors(V, shifted)
+    with pytest.raises(ShapeError, match="same points"):
+        PointSensors(V, np.full((1 + comm.rank, 2), 0.5))
+    with pytest.raises(ShapeError, match=r"points of shape \(n_points, 2\)"):
+        PointSensors(V, np.zeros((1, 2 + (comm.rank == 1))))
