@@ -9,7 +9,7 @@ if _ilu.find_spec("dolfinx_solver") is not None:
     import dolfinx_solver  # noqa: F401
 
 from deepnum_fem import parallel
-from deepnum_fem._threads import limit_torch_threads_under_mpi
+from deepnum_fem._threads import limit_torch_threads
 from deepnum_fem.convert import from_torch, to_torch
 from deepnum_fem.errors import (
     DeepnumFemError,
@@ -27,7 +27,23 @@ from deepnum_fem.verification import TaylorResult, taylor_test, taylor_test_para
 
 __version__ = "0.1.0.dev0"
 
-limit_torch_threads_under_mpi()
+limit_torch_threads()
+
+# Submodules reached as attributes (``dnf.geometry.left_ventricle``) are imported on first use,
+# so that ``import deepnum_fem`` stays cheap (gmsh, meshio and the models load only when needed).
+_SUBMODULES = ("bathymetry", "geometry", "io", "models", "precond", "sensors", "training", "verification", "viz")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"deepnum_fem.{name}")
+    raise AttributeError(f"module 'deepnum_fem' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SUBMODULES})
 
 __all__ = [
     "DeepnumFemError",

@@ -36,3 +36,21 @@ def test_demo_command_passes_options_to_the_demo(tmp_path):
     subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["iterations"] == 5 and metrics["ranks"] == 1
+
+
+@pytest.mark.skip_in_parallel
+@pytest.mark.parametrize("env, threads", [({}, 1), ({"DNF_TORCH_THREADS": "2"}, 2), ({"OMP_NUM_THREADS": "2"}, 2),
+                                          ({"DNF_TORCH_THREADS": "0"}, None)])
+def test_torch_uses_one_thread_unless_told_otherwise(env, threads):
+    """Serially too: torch's thread per core spun against the solver's work on a loaded machine."""
+    import os
+
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "DNF_TORCH_THREADS")}
+    code = "import deepnum_fem, torch; print(torch.get_num_threads())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**base, **env})
+    if threads is None:
+        assert proc.returncode != 0 and "DNF_TORCH_THREADS must be a positive integer" in proc.stderr
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert int(proc.stdout.strip().splitlines()[-1]) == threads
