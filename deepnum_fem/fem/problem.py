@@ -172,6 +172,9 @@ class AdjointProblem:
             self._newton = dolfinx.fem.petsc.NonlinearProblem(
                 F, u, bcs=self.bcs, J=J, petsc_options_prefix=prefix,
                 petsc_options=self.petsc_options, **opts)
+            db = PETSc.Options()
+            for k in self.petsc_options:   # DOLFINx leaves them in the database; each solve sets them again
+                db.delValue(f"{prefix}{k}")
             if self.ml_models:
                 self._hook_ml_into_snes()
             self.adj_A = dolfinx.fem.petsc.create_matrix(self.J)
