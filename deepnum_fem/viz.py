@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import ctypes.util
+import os
+import sys
+from collections.abc import Iterator, Sequence
 
 import dolfinx.fem
 import dolfinx.plot
@@ -62,7 +66,8 @@ def surface_maps_png(path, V: dolfinx.fem.FunctionSpace, fields: dict[str, np.nd
     surface = grid.extract_surface(algorithm="dataset_surface")
     names = list(fields)
     clim = clim or [min(float(np.min(surface[n])) for n in names), max(float(np.max(surface[n])) for n in names)]
-    plotter = pyvista.Plotter(off_screen=True, shape=(1, len(names)), window_size=(420 * len(names), 520))
+    with _headless_window():
+        plotter = pyvista.Plotter(off_screen=True, shape=(1, len(names)), window_size=(420 * len(names), 520))
     for i, name in enumerate(names):
         plotter.subplot(0, i)
         plotter.add_text(name, font_size=11)
@@ -72,3 +77,24 @@ def surface_maps_png(path, V: dolfinx.fem.FunctionSpace, fields: dict[str, np.nd
             plotter.camera_position = camera_position
     plotter.screenshot(str(path))
     plotter.close()
+
+
+@contextlib.contextmanager
+def _headless_window() -> Iterator[None]:
+    """Around the creation of a render window on Linux without ``DISPLAY``: have VTK open an EGL
+    window directly (``VTK_DEFAULT_OPENGL_WINDOW``; VTK reads it as the window is made).
+
+    Left to itself VTK first tries X, prints ``bad X server connection. DISPLAY=`` on stderr and
+    then falls back to EGL; nothing changes when the user set the variable, when there is a
+    display, or when no ``libEGL`` is installed (then VTK's fallback to OSMesa is kept).
+    """
+    name = "VTK_DEFAULT_OPENGL_WINDOW"
+    headless = sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and name not in os.environ
+    if not (headless and ctypes.util.find_library("EGL")):
+        yield
+        return
+    os.environ[name] = "vtkEGLRenderWindow"
+    try:
+        yield
+    finally:
+        del os.environ[name]

@@ -102,7 +102,8 @@ def simulate(model: Transport, field: torch.Tensor, steps: int, sensors: PointSe
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("out/air"))
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=15,
+                   help="epochs in all: with --resume, training continues from the checkpoint up to this count")
     p.add_argument("--iterations", type=int, default=5, help="L-BFGS iterations per epoch")
     p.add_argument("--dt", type=float, default=5.0, help="s")
     p.add_argument("--train-time", type=float, default=400.0, help="s of sensor data to learn from")
@@ -164,7 +165,7 @@ def main() -> None:
     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=args.iterations, history_size=20,
                             line_search_fn="strong_wolfe")
     ckpt = args.out / "checkpoint.pt"
-    start, history, state = resume(ckpt, args.resume, COMM, emission=emission, optimizer=opt)
+    start, history, _ = resume(ckpt, enabled=args.resume, optimizer=opt, state={"emission": emission})
 
     n_nodes = dnf.parallel.sum(torch.tensor(float(model.n), dtype=torch.float64))
     area = float(model.mass(torch.ones(model.n, dtype=torch.float64)))
@@ -184,8 +185,8 @@ def main() -> None:
         dnf.parallel.allreduce_gradients(params)
         return loss.detach()
 
-    progress = fit(opt, closure, epochs=args.epochs, start=start, history=history, checkpoint=ckpt,
-                   every=args.save_every, emission=emission)
+    progress = fit(optimizer=opt, closure=closure, epochs=args.epochs, start=start, history=history,
+                   checkpoint=ckpt, every=args.save_every, state={"emission": emission})
 
     # -- forecast and metrics ------------------------------------------------------------------
     with torch.no_grad():

@@ -132,7 +132,8 @@ def rmse(a: torch.Tensor, b: torch.Tensor) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("out/cardiac"))
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=12,
+                   help="epochs in all: with --resume, training continues from the checkpoint up to this count")
     p.add_argument("--steps", type=int, default=160, help="time steps per beat")
     p.add_argument("--dt", type=float, default=0.5, help="ms")
     p.add_argument("--h", type=float, default=None, help="generate the LV with this size (mm) "
@@ -174,10 +175,9 @@ def main() -> None:
     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=args.iterations, history_size=20,
                             line_search_fn="strong_wolfe")
     ckpt = args.out / "checkpoint.pt"
-    start, history, state = resume(ckpt, args.resume, COMM, correction=correction, optimizer=opt)
-    if state is not None:
-        with torch.no_grad():
-            log_s.copy_(state["log_s"])
+    # what is checkpointed with the optimiser (and read back, in place, on --resume)
+    trained = {"correction": correction, "log_s": log_s}
+    start, history, state = resume(ckpt, enabled=args.resume, optimizer=opt, state=trained)
 
     def evaluate(sites_obs, sites):
         errors = []
@@ -213,15 +213,15 @@ def main() -> None:
         dnf.parallel.allreduce_gradients(params)
         return total
 
-    progress = fit(opt, closure, epochs=args.epochs, start=start, history=history, checkpoint=ckpt,
-                   every=args.save_every, monitor=lambda: {"scar_scale": math.exp(float(log_s.detach()))},
-                   correction=correction, log_s=log_s.detach(), rmse_prior=rmse_prior)
+    progress = fit(optimizer=opt, closure=closure, epochs=args.epochs, start=start, history=history,
+                   checkpoint=ckpt, every=args.save_every, state={**trained, "rmse_prior": rmse_prior},
+                   monitor=lambda: {"scar_scale": math.exp(float(log_s.detach()))})
 
     rmse_trained = evaluate(observed["test"], TEST_SITES)
     rmse_train_sites = evaluate(observed["train"], TRAIN_SITES)
     reduction = rmse_prior / max(rmse_trained, 1e-12)
     log(f"held-out activation RMSE: {rmse_prior:.2f} ms (prior) -> {rmse_trained:.3f} ms (trained), "
-        f"{reduction:.1f}x; scar conductivity scale {math.exp(float(log_s)):.3f} (true {SCAR_TRUE})")
+        f"{reduction:.1f}x; scar conductivity scale {math.exp(float(log_s.detach())):.3f} (true {SCAR_TRUE})")
 
     # -- figures and fields of a held-out site ---------------------------------------------
     site = TEST_SITES[0]
@@ -246,8 +246,8 @@ def main() -> None:
         "ranks": COMM.size, "dofs": n_dofs, "steps": args.steps, "dt_ms": args.dt, "epochs": args.epochs,
         "test_rmse_prior_ms": rmse_prior, "test_rmse_trained_ms": rmse_trained,
         "test_rmse_reduction": reduction, "train_rmse_trained_ms": rmse_train_sites,
-        "scar_scale_estimated": math.exp(float(log_s)), "scar_scale_true": SCAR_TRUE,
-        "scar_scale_relative_error": abs(math.exp(float(log_s)) - SCAR_TRUE) / SCAR_TRUE,
+        "scar_scale_estimated": math.exp(float(log_s.detach())), "scar_scale_true": SCAR_TRUE,
+        "scar_scale_relative_error": abs(math.exp(float(log_s.detach())) - SCAR_TRUE) / SCAR_TRUE,
         "correction_relative_l2_error": correction_error(),
         "seconds_per_epoch": progress.seconds_per_epoch,
         "wall_seconds": time.perf_counter() - t_start,

@@ -87,7 +87,8 @@ def main() -> None:
     p.add_argument("--h", type=float, default=2000.0, help="mesh size offshore (m); h/4 at the coast")
     p.add_argument("--dt", type=float, default=900.0, help="s")
     p.add_argument("--periods", type=float, default=1.0, help="length of each run, in M2 periods")
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=6,
+                   help="epochs in all: with --resume, training continues from the checkpoint up to this count")
     p.add_argument("--iterations", type=int, default=4, help="L-BFGS iterations per epoch")
     p.add_argument("--viscosity", type=float, default=50.0, help="m²/s (Galerkin advection on coarse "
                    "meshes needs it: cell Reynolds number |u| h / ν of order 10)")
@@ -129,7 +130,7 @@ def main() -> None:
     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=args.iterations, history_size=20,
                             line_search_fn="strong_wolfe")
     ckpt = args.out / "checkpoint.pt"
-    start, history, state = resume(ckpt, args.resume, COMM, correction=correction, optimizer=opt)
+    start, history, _ = resume(ckpt, enabled=args.resume, optimizer=opt, state={"correction": correction})
 
     def closure():
         opt.zero_grad()
@@ -142,8 +143,8 @@ def main() -> None:
         dnf.parallel.allreduce_gradients(params)
         return total
 
-    progress = fit(opt, closure, epochs=args.epochs, start=start, history=history, checkpoint=ckpt,
-                   every=args.save_every, correction=correction)
+    progress = fit(optimizer=opt, closure=closure, epochs=args.epochs, start=start, history=history,
+                   checkpoint=ckpt, every=args.save_every, state={"correction": correction})
 
     # -- held-out tide ------------------------------------------------------------------------------
     with torch.no_grad():

@@ -6,10 +6,12 @@ from mpi4py import MPI
 from petsc4py import PETSc
 
 import dolfinx
+import dolfinx.fem
 import dolfinx.mesh
 import numpy as np
 import pytest
 import torch
+import ufl
 
 import deepnum_fem as dnf
 from deepnum_fem.precond import (
@@ -299,3 +301,123 @@ def test_refine_hands_cell_values_to_the_children(dim):
     h = 1.0 / (5 if dim == 2 else 3)
     assert np.linalg.norm(children - inherited, axis=1).max() < 0.5 * h * np.sqrt(dim)
     assert COMM.allreduce(fine_owned) == 16 * COMM.allreduce(owned) * (4 if dim == 3 else 1)
+
+
+# -- failures in user models and model files: a clear error on every rank ----------------------------
+def _raises_on_last_rank(r):
+    if COMM.rank == COMM.size - 1:
+        raise RuntimeError("boom")
+    return r
+
+
+class _BoomModel(torch.nn.Module):
+    def forward(self, r):
+        return _raises_on_last_rank(r)
+
+
+class _BoomFSAINet(FSAINet):
+    def forward(self, features):
+        return _raises_on_last_rank(super().forward(features))
+
+
+def _assert_boom(error: BaseException) -> None:
+    assert isinstance(error, dnf.DeepnumFemError), repr(error)
+    assert "boom" in str(error) and "RuntimeError" in str(error), str(error)
+
+
+@pytest.mark.timeout(60, method="thread")   # a hang in MPI: end the process
+def test_torch_pc_model_raising_on_one_rank_fails_on_every_rank(held_out):
+    from deepnum_fem.errors import NetworkError
+
+    A, b = held_out
+    with pytest.raises(NetworkError, match=r"TorchPC model _BoomModel \(preconditioner apply\) raised "
+                                           r"RuntimeError: boom") as info:
+        solve(_krylov(A, "fgmres", _python_pc(TorchPC(_BoomModel()))), b, A.createVecRight())
+    assert isinstance(info.value.__cause__, RuntimeError) == (COMM.rank == COMM.size - 1)
+    # a plain KSP solve: PETSc's error, with the NetworkError as its cause on every rank
+    with pytest.raises(PETSc.Error) as info:
+        _krylov(A, "fgmres", _python_pc(TorchPC(_BoomModel()))).solve(b, A.createVecRight())
+    _assert_boom(info.value.__cause__)
+
+
+@pytest.mark.timeout(60, method="thread")   # a hang in MPI: end the process
+@pytest.mark.parametrize("kind", ["fsai", "two-level"])
+def test_learned_preconditioner_network_raising_on_one_rank_fails_on_every_rank(held_out, kind):
+    A, b = held_out
+    ctx = LearnedFSAI(_BoomFSAINet().double()) if kind == "fsai" else TwoLevel(_BoomFSAINet(pattern="A").double())
+    with pytest.raises(dnf.DeepnumFemError) as info:
+        solve(_krylov(A, "cg", _python_pc(ctx)), b, A.createVecRight())
+    _assert_boom(info.value)
+    assert ("LearnedFSAI's network" if kind == "fsai" else "TwoLevel's smoother's network") in str(info.value)
+
+
+def _by_options(A, python_type: str) -> PETSc.KSP:
+    ksp = PETSc.KSP().create(A.getComm())
+    ksp.setOperators(A)
+    ksp.setOptionsPrefix("dnf_precond_file_test_")
+    opts = PETSc.Options("dnf_precond_file_test_")
+    values = {"ksp_type": "cg", "pc_type": "python", "pc_python_type": python_type}
+    for k, v in values.items():
+        opts[k] = v
+    ksp.setFromOptions()
+    for k in values:
+        opts.delValue(k)
+    return ksp
+
+
+_BY_OPTIONS = {"fsai": ("deepnum_fem.precond.fsai.LearnedFSAI", "DNF_FSAI_MODEL"),
+               "two-level": ("deepnum_fem.precond.TwoLevel", "DNF_TWOLEVEL_MODEL")}
+
+
+def _model_file(directory, damage: str, kind: str):
+    """A missing, truncated or non-torch model file (shared by the ranks)."""
+    from deepnum_fem.precond.fsai import DEFAULT_MODEL
+    from deepnum_fem.precond.twolevel import DEFAULT_SMOOTHER
+
+    path = directory / f"{kind}-{damage}.pt"
+    if COMM.rank == 0 and damage != "missing":
+        good = (DEFAULT_MODEL if kind == "fsai" else DEFAULT_SMOOTHER).read_bytes()
+        path.write_bytes(good[: len(good) // 2] if damage == "truncated" else b"not a model\n")
+    COMM.Barrier()
+    return path
+
+
+def _assert_names_the_file(error: BaseException, path, variable: str, damage: str) -> None:
+    message = str(error)
+    assert isinstance(error, dnf.DeepnumFemError), repr(error)
+    assert str(path) in message and f"${variable}" in message, message
+    expected = {"missing": "model at", "truncated": "is not a valid model file: it is truncated or damaged",
+                "not-torch": "is not a valid model file: it is"}[damage]
+    assert expected in message, message
+    assert "weights_only" not in message
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "not-torch"])
+@pytest.mark.parametrize("kind", ["fsai", "two-level"])
+def test_learned_preconditioner_by_options_with_a_bad_model_file(held_out, mpi_tmp_path, monkeypatch, kind,
+                                                                  damage):
+    A, b = held_out
+    python_type, variable = _BY_OPTIONS[kind]
+    path = _model_file(mpi_tmp_path, damage, kind)
+    monkeypatch.setenv(variable, str(path))
+    ksp = _by_options(A, python_type)
+    with pytest.raises(dnf.DeepnumFemError) as info:
+        solve(ksp, b, A.createVecRight())
+    _assert_names_the_file(info.value, path, variable, damage)
+
+
+@pytest.mark.parametrize("kind", ["fsai", "two-level"])
+def test_fem_operator_with_a_missing_learned_model_is_a_clear_error(comm, mpi_tmp_path, monkeypatch, kind):
+    python_type, variable = _BY_OPTIONS[kind]
+    path = mpi_tmp_path / "missing.pt"
+    monkeypatch.setenv(variable, str(path))
+    msh = dolfinx.mesh.create_unit_square(comm, 4, 4)
+    V = dolfinx.fem.functionspace(msh, ("Lagrange", 1))
+    u, v, f = dolfinx.fem.Function(V), ufl.TestFunction(V), dolfinx.fem.Function(V)
+    F = (ufl.inner(ufl.grad(u), ufl.grad(v)) + u * v - f * v) * ufl.dx
+    op = dnf.fem_operator(F, u, controls=[f], petsc_options={"ksp_type": "cg", "pc_type": "python",
+                                                             "pc_python_type": python_type})
+    with pytest.raises(dnf.DeepnumFemError) as info:
+        op(torch.ones(dnf.convert.n_owned(f), dtype=torch.float64))
+    _assert_names_the_file(info.value, path, variable, "missing")
+    op.destroy()

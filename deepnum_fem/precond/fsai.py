@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from deepnum_fem.errors import DeepnumFemError, NonFiniteError
-from deepnum_fem.training import load_checkpoint, save_checkpoint
+from deepnum_fem.parallel import network_name, raise_on_any_rank, user_code
+from deepnum_fem.training import load_checkpoint, read_weights, save_checkpoint
 
 __all__ = ["FSAINet", "LearnedFSAI", "factor_pattern", "fsai_loss", "train"]
 
@@ -42,6 +43,13 @@ _DIAG_COLUMN = {"A2": 2, "A": 1}       # the feature column that flags the diago
 _ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 _SOFTPLUS_ONE = math.log(math.e - 1.0)   # softplus(_SOFTPLUS_ONE) == 1
 DEFAULT_MODEL = Path(__file__).with_name("fsai_default.pt")
+DEFAULT_SMOOTHER = Path(__file__).with_name("twolevel_default.pt")   # TwoLevel's
+# kind -> (what it is called, the variable naming its file, the bundled file, how to make one)
+_MODEL_FILES = {
+    "fsai": ("FSAI model", "DNF_FSAI_MODEL", DEFAULT_MODEL, "scripts/train_fsai.py"),
+    "twolevel": ("TwoLevel smoother model", "DNF_TWOLEVEL_MODEL", DEFAULT_SMOOTHER,
+                 "scripts/train_fsai.py --kind twolevel"),
+}
 
 
 class FSAINet(torch.nn.Module):
@@ -230,9 +238,10 @@ class LearnedFSAI:
     """PETSc python-PC context applying ``M = Gᵀ G`` with ``G`` predicted by an :class:`FSAINet`.
 
     Usable by object (``pc.setType("python"); pc.setPythonContext(LearnedFSAI(net))``) or by
-    options (``-pc_type python -pc_python_type deepnum_fem.precond.fsai.LearnedFSAI``), which
-    loads the model in ``$DNF_FSAI_MODEL`` or the bundled one. Symmetric positive definite:
-    use CG.
+    options (``-pc_type python -pc_python_type deepnum_fem.precond.fsai.LearnedFSAI``). Without
+    ``net`` it reads the model in ``$DNF_FSAI_MODEL``, or the bundled one, at its first setup, on
+    every rank: a missing or invalid file is a :class:`~deepnum_fem.errors.DeepnumFemError` there,
+    on every rank. Symmetric positive definite: use CG.
     """
 
     linear = True
@@ -240,14 +249,16 @@ class LearnedFSAI:
 
     def __init__(self, net: FSAINet | None = None, *, device: str = "cpu", dtype: torch.dtype = torch.float32):
         self.device = torch.device(device)
-        net = net if net is not None else load_model()
-        self.net = copy.deepcopy(net).to(self.device, dtype)   # the caller's network stays as it is
+        self.dtype = dtype
+        # a copy: the caller's network stays as it is
+        self.net = None if net is None else copy.deepcopy(net).to(self.device, dtype)
         self.G: PETSc.Mat | None = None
         self.t: PETSc.Vec | None = None
         self.error = None
         self.setup_seconds = 0.0
         self.applications = 0
         self.apply_seconds = 0.0
+        self._what = "LearnedFSAI"     # how messages name this preconditioner (TwoLevel: its smoother)
 
     def setUp(self, pc: PETSc.PC) -> None:  # noqa: N802 (PETSc's name)
         t0 = time.perf_counter()
@@ -255,7 +266,9 @@ class LearnedFSAI:
         if self.G is not None:
             self.G.destroy()
         try:
-            self.G = build_factor(P, self.net, self.device)
+            if self.net is None:
+                self.net = load_model(kind="fsai", comm=P.getComm().tompi4py()).to(self.device, self.dtype)
+            self.G = build_factor(P, self.net, self.device, what=self._what)
         except DeepnumFemError as e:
             self.error = e     # kept for precond.solve(): PETSc wraps exceptions raised in callbacks
             raise
@@ -272,35 +285,68 @@ class LearnedFSAI:
     applyTranspose = apply  # noqa: N815 (PETSc's name); M is symmetric
 
 
-def load_model(path: str | Path | None = None) -> FSAINet:
+def load_model(path: str | Path | None = None, *, kind: str = "fsai", comm: MPI.Comm | None = None) -> FSAINet:
+    """The :class:`FSAINet` (float64) in the file ``path``, else in ``$DNF_FSAI_MODEL`` (``kind="fsai"``)
+    or ``$DNF_TWOLEVEL_MODEL`` (``kind="twolevel"``), else the bundled one; files as
+    ``scripts/train_fsai.py`` writes them (``{"net": state_dict, "config": …}``).
+
+    A missing or invalid file raises a :class:`~deepnum_fem.errors.DeepnumFemError` that names
+    it, where it came from and what to do; with ``comm``, on every rank of it, whichever rank
+    failed (collective). Only tensors and plain values are read (``torch.load(weights_only=True)``).
+    """
     import os
 
-    path = Path(path or os.environ.get("DNF_FSAI_MODEL", DEFAULT_MODEL))
-    if not path.exists():
-        raise DeepnumFemError(f"no FSAI model at {path}; train one (deepnum_fem.precond.fsai.train) or set "
-                              "DNF_FSAI_MODEL")
-    state = torch.load(path, weights_only=True)
-    config = state.get("config", {"width": int(state.get("width", 32))})   # older files: width only
-    net = FSAINet(**config).double()
-    net.load_state_dict(state["net"])
+    name, variable, default, command = _MODEL_FILES[kind]
+    if path:
+        origin, remedy = "", f"train one with {command}"
+    elif os.environ.get(variable):
+        path = os.environ[variable]
+        origin = f" (from ${variable})"
+        remedy = f"point {variable} at a model written by {command}, or unset it to use the bundled model"
+    else:
+        path, origin, remedy = default, " (the bundled model)", "reinstall deepnum-fem"
+    path = Path(path)
+    net = None
+    payload, problem = read_weights(path)
+    if problem is None:
+        if not isinstance(payload.get("net"), dict):
+            problem = f"it has no 'net' entry of weights (it holds {sorted(payload)})"
+        else:
+            config = payload.get("config", {"width": int(payload.get("width", 32))})   # older files: width only
+            try:
+                net = FSAINet(**config).double()
+                net.load_state_dict(payload["net"])
+            except Exception as e:  # noqa: BLE001  (a wrong config or state dict: the file's fault)
+                problem = f"its weights do not fit FSAINet({config}) ({type(e).__name__}: {e})"
+    error = (None if problem is None else
+             DeepnumFemError(f"no {name} at {path}{origin}; {remedy}") if problem == "it does not exist" else
+             DeepnumFemError(f"{path}{origin} is not a valid model file: {problem}; {remedy}"))
+    if comm is not None:
+        raise_on_any_rank(error, comm)
+    elif error is not None:
+        raise error
     return net
 
 
-def build_factor(A: PETSc.Mat, net: FSAINet, device: torch.device | str = "cpu") -> PETSc.Mat:
+def build_factor(A: PETSc.Mat, net: FSAINet, device: torch.device | str = "cpu", *,
+                 what: str = "LearnedFSAI") -> PETSc.Mat:
     """The distributed lower-triangular ``G`` for the rows of ``A`` this rank owns (collective).
 
     The network runs in its own dtype (float32 by default in :class:`LearnedFSAI`: a
-    preconditioner needs no more, and it halves the setup's network time)."""
+    preconditioner needs no more, and it halves the setup's network time). An exception in it,
+    or NaN/Inf in its output, on any rank raises on every rank (``what`` names the
+    preconditioner in the message)."""
     comm = A.getComm().tompi4py()
     rstart, rend = A.getOwnershipRange()
     dtype = next(net.parameters()).dtype
     feature_dtype = np.float32 if dtype == torch.float32 else np.float64
     rows, cols, features, col_diag = factor_pattern(A, net.pattern, feature_dtype)
-    with torch.no_grad():
+    with user_code(f"{what}'s network {network_name(net)} (preconditioner setup)", comm), torch.no_grad():
         ghat = net(torch.from_numpy(features).to(device, dtype)).to("cpu", torch.float64).numpy()
-    values = ghat / np.sqrt(col_diag)
-    if comm.allreduce(int(not np.all(np.isfinite(values))), op=MPI.MAX):
-        raise NonFiniteError("LearnedFSAI: the network produced NaN/Inf factor values")
+        values = ghat / np.sqrt(col_diag)
+        if not np.all(np.isfinite(values)):
+            raise NonFiniteError(f"{what}: the network produced {int((~np.isfinite(values)).sum())} NaN/Inf "
+                                 "factor value(s) on this rank")
     counts = np.bincount(rows - rstart, minlength=rend - rstart)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(PETSc.IntType)
     G = PETSc.Mat().createAIJ(A.getSizes(), comm=A.getComm())

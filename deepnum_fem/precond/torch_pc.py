@@ -3,8 +3,9 @@
 Design: each rank hands the model the owned block of the residual, ``y_owned = model(r_owned)``
 (shape ``(n_owned,)`` in, the same out), with one host->device and one device->host transfer
 per application. The model sees no neighbour values; a model that needs them must be built on
-a PETSc matrix (as :mod:`deepnum_fem.precond.fsai` is). Errors (wrong output shape, NaN/Inf)
-are decided on all ranks together and stop the Krylov solve on every rank.
+a PETSc matrix (as :mod:`deepnum_fem.precond.fsai` is). Errors (an exception in the model, a
+wrong output shape, NaN/Inf) are decided on all ranks together and stop the Krylov solve on
+every rank.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from deepnum_fem.errors import DeepnumFemError, NonFiniteError, ShapeError
-from deepnum_fem.parallel import raise_on_any_rank
+from deepnum_fem.parallel import network_name, user_code
 
 __all__ = ["TorchPC", "block_icc", "solve"]
 
@@ -44,24 +45,17 @@ class TorchPC:
 
     def setUp(self, pc: PETSc.PC) -> None:  # noqa: N802 (PETSc's name)
         if self.model is None:
-            raise DeepnumFemError("TorchPC has no model: pass one to TorchPC(model) and pc.setPythonContext")
+            self.error = DeepnumFemError("TorchPC has no model: pass one to TorchPC(model) and pc.setPythonContext")
+            raise self.error
 
     def apply(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:
         self.applications += 1
         r = torch.from_numpy(x.getArray(readonly=True).copy()).to(self.device, self.dtype)
-        error: DeepnumFemError | None = None
-        with torch.no_grad():
-            out = self.model(r)
-        if tuple(out.shape) != tuple(r.shape):
-            error = ShapeError(f"TorchPC: the model must return the residual's shape {tuple(r.shape)} "
-                               f"(owned entries on this rank), got {tuple(out.shape)}")
-        else:
-            values = out.detach().to("cpu", torch.float64).numpy()
-            if not np.all(np.isfinite(values)):
-                error = NonFiniteError(f"TorchPC: the model returned {int((~np.isfinite(values)).sum())} "
-                                       "NaN/Inf value(s) on this rank")
-        try:
-            raise_on_any_rank(error, x.getComm().tompi4py())
+        try:   # one collective decision: an exception in the model, a wrong shape or NaN/Inf on any rank
+            with user_code(f"TorchPC model {network_name(self.model)} (preconditioner apply)", x.getComm().tompi4py()):
+                with torch.no_grad():
+                    out = self.model(r)
+                values = _checked(out, r)
         except DeepnumFemError as e:
             self.error = e   # kept for solve(): PETSc wraps exceptions raised in callbacks
             raise
@@ -71,6 +65,21 @@ class TorchPC:
         if not self.symmetric:
             raise DeepnumFemError("TorchPC: a transposed application needs symmetric=True")
         self.apply(pc, x, y)
+
+
+def _checked(out, r: torch.Tensor) -> np.ndarray:
+    """The model's output as float64 values, or ShapeError / NonFiniteError (rank-local)."""
+    if not isinstance(out, torch.Tensor):
+        raise ShapeError(f"TorchPC: the model must return a tensor of the residual's shape {tuple(r.shape)}, "
+                         f"got a {type(out).__name__}")
+    if tuple(out.shape) != tuple(r.shape):
+        raise ShapeError(f"TorchPC: the model must return the residual's shape {tuple(r.shape)} "
+                         f"(owned entries on this rank), got {tuple(out.shape)}")
+    values = out.detach().to("cpu", torch.float64).numpy()
+    if not np.all(np.isfinite(values)):
+        raise NonFiniteError(f"TorchPC: the model returned {int((~np.isfinite(values)).sum())} "
+                             "NaN/Inf value(s) on this rank")
+    return values
 
 
 def ksp_type_for(ctx) -> str:
@@ -84,13 +93,16 @@ def solve(ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> int:
     """``ksp.solve(b, x)`` that turns a deepnum-fem preconditioner's failure (or divergence)
     into a clear :class:`DeepnumFemError` on every rank. Returns the iteration count."""
     ctx = ksp.getPC().getPythonContext() if ksp.getPC().getType() == "python" else None
-    if ctx is not None:
+    if hasattr(ctx, "error"):
         ctx.error = None
     try:
         ksp.solve(b, x)
     except PETSc.Error as e:
-        if ctx is not None and ctx.error is not None:
-            raise ctx.error from None
+        error = getattr(ctx, "error", None)
+        if error is None and isinstance(e.__cause__, DeepnumFemError):
+            error = e.__cause__      # raised by a callback without a context to keep it
+        if error is not None:
+            raise error from error.__cause__   # not the PETSc.Error, only its wrapper
         raise DeepnumFemError(f"KSP solve failed inside PETSc: {e}") from e
     reason = ksp.getConvergedReason()
     if reason < 0:

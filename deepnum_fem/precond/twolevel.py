@@ -22,8 +22,8 @@ fetched by ``VecScatter`` (as in :class:`~deepnum_fem.precond.fsai.LearnedFSAI`)
 
 from __future__ import annotations
 
+import os
 import time
-from pathlib import Path
 
 from petsc4py import PETSc
 
@@ -31,11 +31,10 @@ import torch
 
 from deepnum_fem.errors import DeepnumFemError
 from deepnum_fem.precond.aggregation import tentative_prolongator
-from deepnum_fem.precond.fsai import FSAINet, LearnedFSAI, TrainingMatrix, load_model
+from deepnum_fem.precond.fsai import DEFAULT_SMOOTHER, FSAINet, LearnedFSAI, TrainingMatrix, load_model
 
 __all__ = ["DEFAULT_SMOOTHER", "TwoLevel", "two_level_loss"]
 
-DEFAULT_SMOOTHER = Path(__file__).with_name("twolevel_default.pt")
 SMOOTHERS = ("learned", "jacobi", "sor")
 COARSE_SOLVERS = ("cholesky", "lu")
 
@@ -62,8 +61,10 @@ class TwoLevel:
     """PETSc python-PC context: the two-level cycle above.
 
     Args:
-        net: The smoother's network (pattern ``"A"``); default: the bundled model
-            (``$DNF_TWOLEVEL_MODEL`` overrides it).
+        net: The smoother's network (pattern ``"A"``); default: the model in
+            ``$DNF_TWOLEVEL_MODEL``, or the bundled one, read at the first setup on every rank
+            (a missing or invalid file is a :class:`~deepnum_fem.errors.DeepnumFemError` there,
+            on every rank).
         smoother: ``"learned"``, or PETSc's ``"jacobi"`` / ``"sor"`` in the same cycle (for
             comparison: Jacobi damped by 2/3, SOR symmetric).
         device: Where the network runs at setup.
@@ -102,28 +103,34 @@ class TwoLevel:
             raise DeepnumFemError(f"TwoLevel coarse solver must be one of {COARSE_SOLVERS}, got {coarse!r}")
         self.smoother, self.coarse = smoother, coarse
         self.fsai = None
-        if smoother == "learned":
-            import os
-
-            net = self.net if self.net is not None else load_model(
-                os.environ.get("DNF_TWOLEVEL_MODEL", DEFAULT_SMOOTHER))
-            if net.pattern != "A":
-                raise DeepnumFemError(f"TwoLevel's smoother network must have pattern 'A', got {net.pattern!r}")
-            self.fsai = LearnedFSAI(net, device=self.device)
+        if smoother == "learned" and self.net is not None:
+            self.fsai = _smoother(self.net, self.device)
 
     def setFromOptions(self, pc: PETSc.PC) -> None:  # noqa: N802 (PETSc's name)
         """``-{prefix}pc_twolevel_smoother learned|jacobi|sor``, ``-{prefix}pc_twolevel_coarse
         cholesky|lu`` (``lu`` for a non-symmetric operator, with GMRES) and
         ``-{prefix}pc_twolevel_theta``."""
         options = PETSc.Options(pc.getOptionsPrefix())
-        self.theta = options.getReal("pc_twolevel_theta", self.theta)
-        self._configure(options.getString("pc_twolevel_smoother", self.smoother),
-                        options.getString("pc_twolevel_coarse", self.coarse))
+        try:
+            self.theta = options.getReal("pc_twolevel_theta", self.theta)
+            self._configure(options.getString("pc_twolevel_smoother", self.smoother),
+                            options.getString("pc_twolevel_coarse", self.coarse))
+        except DeepnumFemError as e:
+            self.error = e     # kept for precond.solve(): PETSc wraps exceptions raised in callbacks
+            raise
 
     def setUp(self, pc: PETSc.PC) -> None:  # noqa: N802 (PETSc's name)
         t0 = time.perf_counter()
         A, Pmat = pc.getOperators()
         self._destroy()
+        if self.smoother == "learned" and self.fsai is None:
+            try:
+                net = load_model(kind="twolevel", comm=Pmat.getComm().tompi4py())
+                self.fsai = _smoother(net, self.device, origin=os.environ.get("DNF_TWOLEVEL_MODEL"))
+            except DeepnumFemError as e:
+                self.error = e     # kept for precond.solve(): PETSc wraps exceptions raised in callbacks
+                raise
+            self.net = net
         P = tentative_prolongator(Pmat, theta=self.theta)
         coarse_matrix = Pmat.ptap(P)
         self.coarse_size = P.getSize()[1]
@@ -153,12 +160,14 @@ class TwoLevel:
         else:
             smooth.getPC().setType("sor")
         self.mg = mg
+        if self.fsai is not None:
+            self.fsai.error = None
         try:
             mg.setUp()
         except PETSc.Error:
             self.error = getattr(self.fsai, "error", None)   # the smoother's own message, if it failed
             if self.error is not None:
-                raise self.error from None
+                raise self.error from self.error.__cause__   # not the PETSc.Error, only its wrapper
             raise
         finally:
             P.destroy()             # PCMG holds its own references
@@ -180,6 +189,17 @@ class TwoLevel:
 
     def destroy(self, pc: PETSc.PC | None = None) -> None:
         self._destroy()
+
+
+def _smoother(net: FSAINet, device: str, origin: str | None = None) -> LearnedFSAI:
+    """The learned smoother's PC context; ``origin``: the model file named in ``$DNF_TWOLEVEL_MODEL``."""
+    if net.pattern != "A":
+        where = f" ({origin}, from $DNF_TWOLEVEL_MODEL)" if origin else ""
+        raise DeepnumFemError(f"TwoLevel's smoother network must have pattern 'A', got {net.pattern!r}{where}; "
+                              "train one with scripts/train_fsai.py --kind twolevel")
+    fsai = LearnedFSAI(net, device=device)
+    fsai._what = "TwoLevel's smoother"
+    return fsai
 
 
 def _set_richardson_scale(ksp: PETSc.KSP, scale: float) -> None:
