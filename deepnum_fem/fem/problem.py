@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import ufl
 
+from deepnum_fem._ufl_caches import release_ufl_traversers
 from deepnum_fem.convert import n_owned, owned_array
 from deepnum_fem.errors import DeepnumFemError, SolverError
 from deepnum_fem.fem import checks
@@ -196,17 +197,17 @@ class AdjointProblem:
         self._bc_mask = self._make_bc_mask()
         self._number = number
         _live_problems[number] = self
+        release_ufl_traversers()   # CPython 3.13.0 kept UFL's traversers, and so this mesh, alive
 
     # -- construction helpers -----------------------------------------------------------
     def _make_ksp(self, A: PETSc.Mat, prefix: str, options: dict) -> PETSc.KSP:
         ksp = PETSc.KSP().create(self.comm)
         ksp.setOperators(A)
         ksp.setOptionsPrefix(prefix)
-        _set_options(prefix, options)
-        ksp.setFromOptions()
-        db = PETSc.Options()
-        for k in options:   # keep the global options database clean
-            db.delValue(f"{prefix}{k}")
+        # the options only while they are read (the global database stays clean); a
+        # preconditioner's own error (a TwoLevel option it does not know) raised as such
+        with _options_in_database(prefix, options), _preconditioner_errors():
+            ksp.setFromOptions()
         return ksp
 
     def _make_recycling_ksp(self, prefix: str) -> PETSc.KSP:
@@ -350,7 +351,7 @@ class AdjointProblem:
                 f" after {its} iterations, residual norm {fnorm:.3e}; last linear solve "
                 f"{_reason_name(ksp_reason, PETSc.KSP)}. Try a line search "
                 "('snes_linesearch_type': 'bt'), a better initial guess or smaller steps.")
-        if checks.mumps_null_pivots(snes.getKSP()) > 0:
+        if snes.getIterationNumber() > 0 and checks.mumps_null_pivots(snes.getKSP()) > 0:   # 0: no factorisation
             self.u.x.array[:] = 0.0
             raise SolverError(
                 f"Newton solve ({self.prefix}): MUMPS found {checks.mumps_null_pivots(snes.getKSP())} null "
@@ -600,8 +601,9 @@ def _preconditioner_errors():
     try:
         yield
     except PETSc.Error as e:
-        if isinstance(e.__cause__, DeepnumFemError):
-            raise e.__cause__ from None
+        cause = e.__cause__
+        if isinstance(cause, DeepnumFemError):
+            raise cause from cause.__cause__   # keeps a NetworkError's original exception
         raise
 
 
