@@ -9,6 +9,7 @@ import dolfinx.fem
 import torch
 import ufl
 
+from deepnum_fem._ufl_caches import release_ufl_traversers
 from deepnum_fem.fem.controls import Control
 from deepnum_fem.fem.forms import coefficients_and_constants
 from deepnum_fem.ops._inputs import check_inputs, gather_gradients, host_values
@@ -43,6 +44,7 @@ class Functional:
         self.ml_parameters = unique_parameters(self.ml_models)
         self.comm = self.form.mesh.comm
         self.serial = next(_serials)   # made in the same order on every rank (collective)
+        release_ufl_traversers()   # CPython 3.13.0 kept UFL's traversers, and so this mesh, alive
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
         """Assemble the form with the inputs' values.
