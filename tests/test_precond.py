@@ -421,3 +421,11 @@ def test_fem_operator_with_a_missing_learned_model_is_a_clear_error(comm, mpi_tm
         op(torch.ones(dnf.convert.n_owned(f), dtype=torch.float64))
     _assert_names_the_file(info.value, path, variable, "missing")
     op.destroy()
+
+
+def test_a_krylov_solve_that_runs_out_of_iterations_names_its_reason(held_out):
+    A, b = held_out
+    ksp = _krylov(A, "cg", lambda pc: pc.setType("jacobi"))
+    ksp.setTolerances(rtol=1e-14, max_it=2)
+    with pytest.raises(dnf.SolverError, match=r"diverged: reason DIVERGED_MAX_IT \(-3\) after 2 iterations"):
+        solve(ksp, b, A.createVecRight())

@@ -155,7 +155,11 @@ class AdjointProblem:
             self.A.setTransposeNullSpace(petsc_nullspace)
         self.b = dolfinx.fem.petsc.create_vector(self.V)
         self.x = dolfinx.fem.petsc.create_vector(self.V)
-        self.lam = dolfinx.fem.Function(self.V, name="adjoint")
+        # a copy shares u's ghost-exchange plan; a new Function would make its own: two MPI
+        # communicators on more than one rank, for every operator
+        self.lam = u.copy()
+        self.lam.name = "adjoint"
+        self.lam.x.array[:] = 0.0
         # an adjoint action that does not depend on u, m or a network is a fixed matrix: assembled
         # once (again only when its inputs change), then applied by a transposed mat-vec
         self.controls = [Control(m, F, self.lam, fixed_unless=[u, *ml_data], comm=self.comm, **opts)

@@ -77,16 +77,26 @@ class MLModel:
         self.n_out = int(np.prod(self.value_shape, dtype=int))
         cell = msh.basix_cell()
 
-        def qspace(shape):
-            return dolfinx.fem.functionspace(msh, basix.ufl.quadrature_element(cell, value_shape=shape,
-                                                                                 degree=self.degree))
+        # One space per shape, and the Functions of a space copies of its first, which share its
+        # ghost-exchange plan: a new space costs an MPI communicator, a new plan two more on more
+        # than one rank.
+        self.N0 = dolfinx.fem.Function(Q, name="ml_value")
+        default = basix.ufl.quadrature_element(cell, value_shape=self.value_shape, degree=self.degree)
+        first = {self.value_shape: self.N0} if Q.ufl_element() == default else {}
+
+        def function(shape: tuple[int, ...], name: str) -> dolfinx.fem.Function:
+            if shape not in first:
+                element = basix.ufl.quadrature_element(cell, value_shape=shape, degree=self.degree)
+                first[shape] = dolfinx.fem.Function(dolfinx.fem.functionspace(msh, element), name=name)
+                return first[shape]
+            f = first[shape].copy()
+            f.name = name
+            f.x.array[:] = 0.0
+            return f
 
         points = Q.element.interpolation_points
-        self.N0 = dolfinx.fem.Function(Q, name="ml_value")
-        self.Q0 = [dolfinx.fem.Function(qspace(q.ufl_shape), name=f"ml_operand{j}")
-                   for j, q in enumerate(self.operands)]
-        self.D = [dolfinx.fem.Function(qspace(self.value_shape + q.ufl_shape), name=f"ml_jacobian{j}")
-                  for j, q in enumerate(self.operands)]
+        self.Q0 = [function(q.ufl_shape, f"ml_operand{j}") for j, q in enumerate(self.operands)]
+        self.D = [function(self.value_shape + q.ufl_shape, f"ml_jacobian{j}") for j, q in enumerate(self.operands)]
         self.expressions = [dolfinx.fem.Expression(q, points) for q in self.operands]
         self.sizes = [int(np.prod(q.ufl_shape, dtype=int)) for q in self.operands]
         self.n_in = sum(self.sizes)

@@ -15,7 +15,8 @@ from petsc4py import PETSc
 import numpy as np
 import torch
 
-from deepnum_fem.errors import DeepnumFemError, NonFiniteError, ShapeError
+from deepnum_fem.errors import DeepnumFemError, NonFiniteError, ShapeError, SolverError
+from deepnum_fem.fem.checks import reason_name
 from deepnum_fem.parallel import network_name, user_code
 
 __all__ = ["TorchPC", "block_icc", "solve"]
@@ -106,7 +107,7 @@ def solve(ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> int:
         raise DeepnumFemError(f"KSP solve failed inside PETSc: {e}") from e
     reason = ksp.getConvergedReason()
     if reason < 0:
-        raise DeepnumFemError(f"KSP ({ksp.getType()}, PC {ksp.getPC().getType()}) diverged: reason {reason} "
+        raise SolverError(f"KSP ({ksp.getType()}, PC {ksp.getPC().getType()}) diverged: reason {reason_name(reason)} "
                               f"after {ksp.getIterationNumber()} iterations, residual {ksp.getResidualNorm():.3e}")
     return ksp.getIterationNumber()
 
