@@ -17,7 +17,9 @@
 # entry in the machine's apt sources, else http://deb.debian.org/debian), DNF_DEBIAN_KEYRING
 # (its keyring; default that entry's signed-by, else /usr/share/keyrings/debian-archive-keyring.gpg),
 # DNF_APT_ETC (the apt folder whose sources are read, default /etc/apt).
-# Usage: scripts/bootstrap.sh [--python-only]   (--python-only: find or build Python, print it)
+# Usage: scripts/bootstrap.sh [--python-only | --debian-archive | --check-python PYTHON]
+#   --python-only: find or build Python, print it; --debian-archive: print the URI and keyring the
+#   build would fetch Debian's sources from; --check-python: exit 1 (saying why) if PYTHON is unusable
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -195,7 +197,12 @@ build_python() {
     say "built $("$prefix/bin/python3.13" --version)"
 }
 
-if [[ "${1:-}" == "--python-only" ]]; then find_python; exit 0; fi
+case "${1:-}" in
+    --python-only) find_python; exit 0 ;;
+    --debian-archive) debian_archive; exit 0 ;;
+    --check-python) python_ok "$2" || die "$2 is not a Python >= 3.12 with venv"
+                    python_sound "$2" || die "$2: $unsound_why"; exit 0 ;;
+esac
 
 # Stamp: the venv's interpreter version, pyproject.toml and the extras decide whether pip runs.
 stamp_of() { { "$venv/bin/python" -c 'import sys; print(sys.version)'; echo "$extras"; cat "$repo/pyproject.toml"; } \
