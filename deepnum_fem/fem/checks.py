@@ -6,7 +6,16 @@ import math
 
 from petsc4py import PETSc
 
-__all__ = ["constant_kernel", "mumps_null_pivots", "reason_name", "residual_ratio", "singular_hint"]
+import numpy as np
+
+from deepnum_fem.errors import SolverError
+from deepnum_fem.fem.nullspace import NullSpace
+
+__all__ = ["DIRECT_RTOL", "SolveChecks", "constant_kernel", "mumps_null_pivots", "reason_name", "residual_ratio",
+           "singular_hint"]
+
+#: A direct solve whose true residual exceeds this fraction of the right-hand side is an error.
+DIRECT_RTOL = 1e-6
 
 #: ``‖A c‖∞ ≤ KERNEL_RTOL ‖A‖∞`` for a constant ``c`` means ``A`` maps constants to rounding:
 #: a Laplacian without a Dirichlet condition (its row sums cancel to ~1e-15 ‖A‖).
@@ -73,3 +82,90 @@ def reason_name(reason: int, cls=PETSc.KSP) -> str:
     """A PETSc converged/diverged reason by name and number: ``'DIVERGED_ITS (-3)'``."""
     names = {v: k for k, v in vars(cls.ConvergedReason).items() if isinstance(v, int)}
     return f"{names.get(reason, 'UNKNOWN')} ({reason})"
+
+
+class SolveChecks:
+    """What a problem checks of each solve before its result is used (all collective, so every
+    rank raises together): the KSP's convergence; for a direct solve (``preonly``) MUMPS's null
+    pivots, whether the operator maps constants to zero (probed at each assembly) and the
+    true residual. With a ``nullspace``, right-hand sides and solutions are projected
+    orthogonal to it instead, and as many null pivots as its dimension are allowed.
+    """
+
+    def __init__(self, bs: int, nullspace: NullSpace | None, direct_rtol: float = DIRECT_RTOL, *,
+                 probe_kernel: bool = True):
+        self.bs, self.nullspace, self.direct_rtol = bs, nullspace, float(direct_rtol)
+        self.probe_kernel = probe_kernel and nullspace is None
+        self.singular_component: int | None = None
+
+    def assembled(self, A: PETSc.Mat) -> None:
+        """Probe a newly assembled operator (one mat-vec per block component)."""
+        if self.probe_kernel:
+            self.singular_component = constant_kernel(A, self.bs)
+
+    def project(self, values: np.ndarray) -> None:
+        """Remove the null-space components of owned ``values`` in place (no-op without one)."""
+        if self.nullspace is not None:
+            self.nullspace.project(values)
+
+    def solution(self, ksp: PETSc.KSP, what: str, b: PETSc.Vec, x: PETSc.Vec, *, transpose: bool = False) -> None:
+        """Raise unless ``x`` solves ``A x = b`` (``Aᵀ`` when ``transpose``); projects ``x`` first."""
+        self.converged(ksp, what)
+        self.project(x.getArray())
+        if ksp.getType() != "preonly":
+            return   # a Krylov method checked its own residual
+        self._singular(ksp, what)
+        self._residual(ksp, what, residual_ratio(ksp.getOperators()[0], b, x, transpose=transpose))
+
+    def columns(self, ksp: PETSc.KSP, what: str, B: PETSc.Mat, X: np.ndarray, *, transpose: bool) -> None:
+        """:meth:`solution` for each column of a batched solve ``A X = B`` (``X`` projected in place)."""
+        self.converged(ksp, what)
+        for j in range(X.shape[1]):
+            self.project(X[:, j])
+        if ksp.getType() != "preonly":
+            return
+        self._singular(ksp, what)
+        A = ksp.getOperators()[0]
+        b, x = A.createVecs()
+        try:
+            for j in range(X.shape[1]):
+                B.getColumnVector(j, b)
+                x.getArray()[:] = X[:, j]
+                self._residual(ksp, f"{what} (column {j})", residual_ratio(A, b, x, transpose=transpose))
+        finally:
+            b.destroy()
+            x.destroy()
+
+    @staticmethod
+    def converged(ksp: PETSc.KSP, what: str) -> None:
+        reason = ksp.getConvergedReason()
+        if reason < 0:
+            raise SolverError(
+                f"{what} ({ksp.getOptionsPrefix()}) failed: KSP reason {reason_name(reason)} "
+                f"after {ksp.getIterationNumber()} iterations, residual norm {ksp.getResidualNorm():.3e}")
+
+    def _singular(self, ksp: PETSc.KSP, what: str) -> None:
+        pivots = mumps_null_pivots(ksp)
+        allowed = self.nullspace.dim if self.nullspace is not None else 0
+        if pivots > allowed:
+            beyond = f" beyond the {allowed} null-space vector(s) given" if allowed else ""
+            raise SolverError(f"{what} ({ksp.getOptionsPrefix()}): MUMPS found {pivots} null pivot(s), the operator "
+                              f"is singular{beyond}; {singular_hint(self.bs)}")
+        if self.singular_component is not None:
+            component = f" (component {self.singular_component})" if self.bs > 1 else ""
+            raise SolverError(f"{what} ({ksp.getOptionsPrefix()}): the operator maps constant vectors{component} "
+                              f"to zero, so it is singular; {singular_hint(self.bs)}")
+
+    def _residual(self, ksp: PETSc.KSP, what: str, ratio: float) -> None:
+        if ratio <= self.direct_rtol:
+            return
+        pc = ksp.getPC().getType()
+        if pc not in ("lu", "cholesky"):
+            cause = (f"ksp_type 'preonly' applies the preconditioner '{pc}' once, which is not a solve: choose a "
+                     "Krylov method (ksp_type 'cg' for symmetric positive definite operators, else 'gmres'), "
+                     "or a factorisation (pc_type 'lu')")
+        else:
+            cause = ("the operator is singular or nearly so (a condition number beyond ~1/direct_rtol); "
+                     + singular_hint(self.bs))
+        raise SolverError(f"{what} ({ksp.getOptionsPrefix()}): the true residual is {ratio:.3e} of the right-hand "
+                          f"side after a direct solve (allowed: direct_rtol = {self.direct_rtol:g}); {cause}")

@@ -26,8 +26,7 @@ from deepnum_fem.fem.options import DIRECT_LINEAR, NEWTON, solver_options
 from deepnum_fem.ops.ml_operator import lower as lower_ml
 from deepnum_fem.ops.ml_operator import ml_parameter_gradients, unique_parameters
 
-#: A direct solve whose true residual exceeds this fraction of the right-hand side is an error.
-DIRECT_RTOL = 1e-6
+DIRECT_RTOL = checks.DIRECT_RTOL
 _prefix_counter = itertools.count()
 # Every problem by creation number, held until it is destroyed explicitly or at exit. Destroying a
 # PETSc object that holds a parallel factorisation (MUMPS) is collective: left to garbage
@@ -139,12 +138,12 @@ class AdjointProblem:
         self.petsc_options = solver_options(user, DIRECT_LINEAR if self.linear else NEWTON)
         self.adjoint_petsc_options = (dict(adjoint_petsc_options) if adjoint_petsc_options is not None
                                       else solver_options(_ksp_options(user), DIRECT_LINEAR))
-        self.direct_rtol = float(direct_rtol)
         if nullspace is not None and not self.linear:
             raise DeepnumFemError("nullspace= is supported for linear problems; a Newton problem needs "
                                   "conditions that make its Jacobian non-singular")
         self.nullspace = NullSpace(self.V, nullspace) if nullspace is not None else None
-        self._singular_component: int | None = None
+        self.checks = checks.SolveChecks(self.V.dofmap.index_map_bs, self.nullspace, direct_rtol,
+                                         probe_kernel=self.linear)
 
         self.F = dolfinx.fem.form(F, **opts)
         self.J = dolfinx.fem.form(J, **opts)
@@ -265,8 +264,7 @@ class AdjointProblem:
         A.assemble()
         if self._operator_fixed and self._declared_symmetric is None:
             self.symmetric = bool(A.isSymmetric(1e-10 * max(A.norm(), 1e-300)))
-        if self.linear and self.nullspace is None:
-            self._singular_component = checks.constant_kernel(A, self.V.dofmap.index_map_bs)
+        self.checks.assembled(A)
 
     def _operator_is_current(self) -> bool:
         """Whether the values the operator depends on are those of its last assembly (collective)."""
@@ -317,10 +315,10 @@ class AdjointProblem:
             self._assemble_affine_residual(operator_changed)
         else:
             self._assemble_residual()
-        self._project(self.b)
+        self.checks.project(self.b.getArray())
         with self._solving(self.ksp):
             self.ksp.solve(self.b, self.x)
-        self._check_solution(self.ksp, "forward linear solve", self.b, self.x)
+        self.checks.solution(self.ksp, "forward linear solve", self.b, self.x)
         owned_array(self.u)[:] = -self.x.getArray(readonly=True)
         self.u.x.scatter_forward()
 
@@ -395,9 +393,8 @@ class AdjointProblem:
 
     def _mat_solve(self, cols: np.ndarray, *, transpose: bool, what: str) -> np.ndarray:
         n, nrhs = cols.shape
-        if self.nullspace is not None:
-            for j in range(nrhs):
-                self.nullspace.project(cols[:, j])
+        for j in range(nrhs):
+            self.checks.project(cols[:, j])
         B = PETSc.Mat().createDense(((n, PETSc.DECIDE), (PETSc.DECIDE, nrhs)), array=cols, comm=self.comm)
         B.assemble()
         X = B.duplicate()
@@ -405,7 +402,7 @@ class AdjointProblem:
             with self._solving(self.ksp):
                 (self.ksp.matSolveTranspose if transpose else self.ksp.matSolve)(B, X)
             out = np.array(X.getDenseArray(readonly=True), order="F")
-            self._check_columns(B, out, transpose=transpose, what=what)
+            self.checks.columns(self.ksp, what, B, out, transpose=transpose)
             return out
         finally:
             B.destroy()
@@ -431,7 +428,7 @@ class AdjointProblem:
                 self._adj_assembled_for = token
             ksp = self.adj_ksp
         self.b.getArray()[:] = rhs * self._bc_mask
-        self._project(self.b)
+        self.checks.project(self.b.getArray())
         recycled = (not self.linear and self._recycle_ksp is not None and self._newton_pc_token is token
                     and self._solve_with(self._recycle_ksp, check=False))
         if not recycled:
@@ -442,7 +439,7 @@ class AdjointProblem:
         with self._solving(ksp):
             (ksp.solve if self.symmetric else ksp.solveTranspose)(self.b, self.x)
         if check:
-            self._check_solution(ksp, "adjoint solve", self.b, self.x, transpose=not self.symmetric)
+            self.checks.solution(ksp, "adjoint solve", self.b, self.x, transpose=not self.symmetric)
         return ksp.getConvergedReason() > 0
 
     def control_gradients(self, needed: Sequence[bool]) -> list[np.ndarray | None]:
@@ -502,73 +499,6 @@ class AdjointProblem:
         if u_owned is not None:
             owned_array(self.u)[:] = u_owned
             self.u.x.scatter_forward()
-
-    def _project(self, vec: PETSc.Vec) -> None:
-        if self.nullspace is not None:
-            self.nullspace.project_vec(vec)
-
-    def _check_solution(self, ksp: PETSc.KSP, what: str, b: PETSc.Vec, x: PETSc.Vec, *,
-                        transpose: bool = False) -> None:
-        """Raise (on every rank: all checks are collective) unless ``x`` solves the system; with a
-        null space, project ``x`` orthogonal to it first."""
-        self._check_ksp(ksp, what)
-        self._project(x)
-        if ksp.getType() != "preonly":
-            return   # a Krylov method checked its own residual
-        A = ksp.getOperators()[0]
-        bs = self.V.dofmap.index_map_bs
-        pivots = checks.mumps_null_pivots(ksp)
-        allowed = self.nullspace.dim if self.nullspace is not None else 0
-        if pivots > allowed:
-            raise SolverError(f"{what} ({ksp.getOptionsPrefix()}): MUMPS found {pivots} null pivot(s), the operator "
-                              f"is singular{f' beyond the {allowed} null-space vector(s) given' if allowed else ''}; "
-                              f"{checks.singular_hint(bs)}")
-        if self._singular_component is not None and self.linear:
-            component = f" (component {self._singular_component})" if bs > 1 else ""
-            raise SolverError(f"{what} ({ksp.getOptionsPrefix()}): the operator maps constant vectors{component} "
-                              f"to zero, so it is singular; {checks.singular_hint(bs)}")
-        ratio = checks.residual_ratio(A, b, x, transpose=transpose)
-        if not ratio <= self.direct_rtol:
-            self._raise_residual(ksp, what, ratio)
-
-    def _check_columns(self, B: PETSc.Mat, X: np.ndarray, *, transpose: bool, what: str) -> None:
-        """:meth:`_check_solution` for the columns of a batched solve (projects ``X`` in place)."""
-        self._check_ksp(self.ksp, what)
-        if self.nullspace is not None:
-            for j in range(X.shape[1]):
-                self.nullspace.project(X[:, j])
-        if self.ksp.getType() != "preonly":
-            return
-        b, x = self.b.duplicate(), self.x.duplicate()
-        try:
-            for j in range(X.shape[1]):
-                B.getColumnVector(j, b)
-                x.getArray()[:] = X[:, j]
-                ratio = checks.residual_ratio(self.ksp.getOperators()[0], b, x, transpose=transpose)
-                if not ratio <= self.direct_rtol:
-                    self._raise_residual(self.ksp, f"{what} (column {j})", ratio)
-        finally:
-            b.destroy()
-            x.destroy()
-
-    def _raise_residual(self, ksp: PETSc.KSP, what: str, ratio: float) -> None:
-        pc = ksp.getPC().getType()
-        if pc not in ("lu", "cholesky"):
-            cause = (f"ksp_type 'preonly' applies the preconditioner '{pc}' once, which is not a solve: choose a "
-                     "Krylov method (ksp_type 'cg' for symmetric positive definite operators, else 'gmres'), "
-                     "or a factorisation (pc_type 'lu')")
-        else:
-            cause = ("the operator is singular or nearly so (a condition number beyond ~1/direct_rtol); "
-                     + checks.singular_hint(self.V.dofmap.index_map_bs))
-        raise SolverError(f"{what} ({ksp.getOptionsPrefix()}): the true residual is {ratio:.3e} of the right-hand "
-                          f"side after a direct solve (allowed: direct_rtol = {self.direct_rtol:g}); {cause}")
-
-    def _check_ksp(self, ksp: PETSc.KSP, what: str) -> None:
-        reason = ksp.getConvergedReason()
-        if reason < 0:
-            raise SolverError(
-                f"{what} ({ksp.getOptionsPrefix()}) failed: KSP reason {_reason_name(reason, PETSc.KSP)} "
-                f"after {ksp.getIterationNumber()} iterations, residual norm {ksp.getResidualNorm():.3e}")
 
     def destroy(self) -> None:
         """Destroy the PETSc objects (collective; safe to call twice). The problem is unusable after."""
