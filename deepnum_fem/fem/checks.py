@@ -168,4 +168,4 @@ class SolveChecks:
             cause = ("the operator is singular or nearly so (a condition number beyond ~1/direct_rtol); "
                      + singular_hint(self.bs))
         raise SolverError(f"{what} ({ksp.getOptionsPrefix()}): the true residual is {ratio:.3e} of the right-hand "
-                          f"side after a direct solve (allowed: direct_rtol = {self.direct_rtol:g}); {cause}")
+                          f"side after a preonly solve (allowed: direct_rtol = {self.direct_rtol:g}); {cause}")
