@@ -7,22 +7,12 @@ import numpy as np
 import torch
 
 from deepnum_fem.errors import DeviceError, DTypeError, ShapeError
+from deepnum_fem.fem.dofs import n_owned, owned_array
 from deepnum_fem.parallel import raise_on_any_rank
 
 __all__ = ["from_torch", "n_owned", "owned_array", "to_torch"]
 
 _FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
-
-
-def n_owned(u: dolfinx.fem.Function) -> int:
-    """Number of owned scalar entries of ``u``: owned dofs times block size."""
-    imap = u.function_space.dofmap.index_map
-    return imap.size_local * u.function_space.dofmap.index_map_bs
-
-
-def owned_array(u: dolfinx.fem.Function) -> np.ndarray:
-    """View (no copy) of the owned entries of ``u.x.array``."""
-    return u.x.array[: n_owned(u)]
 
 
 def to_torch(u: dolfinx.fem.Function, *, dtype: torch.dtype = torch.float64,

@@ -9,7 +9,7 @@ import dolfinx.fem.petsc
 import numpy as np
 import ufl
 
-from deepnum_fem.convert import n_owned, owned_array
+from deepnum_fem.fem.dofs import n_owned, owned_array
 from deepnum_fem.fem.forms import ValueSnapshot, coefficients_and_constants, constant_derivatives, is_constant
 
 

@@ -10,8 +10,8 @@ from petsc4py import PETSc
 import dolfinx.fem
 import numpy as np
 
-from deepnum_fem.convert import owned_array
 from deepnum_fem.errors import DeepnumFemError
+from deepnum_fem.fem.dofs import owned_array
 
 __all__ = ["NullSpace"]
 

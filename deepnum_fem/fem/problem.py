@@ -12,19 +12,17 @@ from petsc4py import PETSc
 import dolfinx.fem
 import dolfinx.fem.petsc
 import numpy as np
-import torch
 import ufl
 
 from deepnum_fem._ufl_caches import release_ufl_traversers
-from deepnum_fem.convert import n_owned, owned_array
 from deepnum_fem.errors import DeepnumFemError, SolverError
 from deepnum_fem.fem import checks
 from deepnum_fem.fem.controls import Control
+from deepnum_fem.fem.dofs import n_owned, owned_array
+from deepnum_fem.fem.external import lower as lower_ml
 from deepnum_fem.fem.forms import ValueSnapshot, coefficients_and_constants, depends_on, is_constant
 from deepnum_fem.fem.nullspace import NullSpace
 from deepnum_fem.fem.options import DIRECT_LINEAR, NEWTON, solver_options
-from deepnum_fem.ops.ml_operator import lower as lower_ml
-from deepnum_fem.ops.ml_operator import ml_parameter_gradients, unique_parameters
 
 DIRECT_RTOL = checks.DIRECT_RTOL
 _prefix_counter = itertools.count()
@@ -166,7 +164,6 @@ class AdjointProblem:
         # -(dF/dN0)^T lam: the per-point cotangent of each network's output
         self.ml_controls = [Control(m.N0, F, self.lam, **opts) for m in self.ml_models]
         self._affine = self._affine_rhs(F, u, controls)
-        self.ml_parameters = unique_parameters(self.ml_models)
 
         if self.linear:
             self.ksp = self._make_ksp(self.A, prefix, self.petsc_options)
@@ -446,9 +443,6 @@ class AdjointProblem:
         """``-(dF/dm)^T lam`` for each control whose gradient is needed."""
         return [(-c.assemble() if need else None) for c, need in zip(self.controls, needed, strict=True)]
 
-    def parameter_gradients(self) -> list[torch.Tensor | None]:
-        """``-VJP(N_theta, (dF/dN)^T lam)`` for :attr:`ml_parameters`, this rank's share."""
-        return ml_parameter_gradients(self.ml_models, self.ml_controls, self.ml_parameters, scale=-1.0)
 
     # -- networks in the form ------------------------------------------------------------
     def update_ml(self) -> None:

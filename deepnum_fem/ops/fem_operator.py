@@ -12,6 +12,7 @@ import ufl
 from deepnum_fem.errors import NonFiniteError, ShapeError
 from deepnum_fem.fem.problem import DIRECT_RTOL, AdjointProblem
 from deepnum_fem.ops._inputs import check_inputs, gather_gradients, host_values
+from deepnum_fem.ops.ml_operator import ml_parameter_gradients, unique_parameters
 from deepnum_fem.parallel import check_collective_call, raise_on_any_rank
 
 
@@ -31,6 +32,14 @@ class FemOperator:
             petsc_options_prefix=petsc_options_prefix, initial_guess=initial_guess, configure_ksp=configure_ksp,
             nullspace=nullspace, direct_rtol=direct_rtol,
             jit_options=jit_options, form_compiler_options=form_compiler_options)
+        # weights of the networks in F: inputs of the op too, so autograd sends them gradients
+        self.ml_parameters = unique_parameters(self.problem.ml_models)
+
+    def parameter_gradients(self) -> list[torch.Tensor | None]:
+        """``-VJP(N_theta, (dF/dN)^T lam)`` for :attr:`ml_parameters` at the adjoint state the
+        problem holds, this rank's share."""
+        problem = self.problem
+        return ml_parameter_gradients(problem.ml_models, problem.ml_controls, self.ml_parameters, scale=-1.0)
 
     @property
     def u(self) -> dolfinx.fem.Function:
@@ -50,9 +59,9 @@ class FemOperator:
             the inputs' device.
         """
         batch = check_inputs("fem_operator", tensors, self.problem.controls, self.problem.comm,
-                             self.problem.ml_parameters, call=f"fem_operator {self.problem.prefix}")
+                             self.ml_parameters, call=f"fem_operator {self.problem.prefix}")
         # network weights of ml_operators in F are inputs too, so autograd sends them gradients
-        return _FemSolve.apply(self, batch, len(tensors), *tensors, *self.problem.ml_parameters)
+        return _FemSolve.apply(self, batch, len(tensors), *tensors, *self.ml_parameters)
 
     def destroy(self) -> None:
         """Release the solver's PETSc objects now, on all ranks together (collective). Without
@@ -151,12 +160,12 @@ class _FemSolve(torch.autograd.Function):
         states = result.detach().cpu().numpy()
         n = len(samples)
         per_sample: list[list[np.ndarray | None]] = [None] * n  # type: ignore[list-item]
-        param_grads: list[torch.Tensor | None] = [None] * len(problem.ml_parameters)
+        param_grads: list[torch.Tensor | None] = [None] * len(ctx.op.ml_parameters)
 
         def collect(b: int) -> None:
             per_sample[b] = problem.control_gradients(needed)
             if need_params:
-                for i, g in enumerate(problem.parameter_gradients()):
+                for i, g in enumerate(ctx.op.parameter_gradients()):
                     if g is not None:
                         param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
 
@@ -179,6 +188,6 @@ class _FemSolve(torch.autograd.Function):
 
         grads: list[torch.Tensor | None] = [None, None, None]
         grads += gather_gradients(tensors, problem.controls, per_sample, needed, ctx.batch)
-        for p, g in zip(problem.ml_parameters, param_grads, strict=True):
+        for p, g in zip(ctx.op.ml_parameters, param_grads, strict=True):
             grads.append(None if g is None else g.to(device=p.device, dtype=p.dtype))
         return tuple(grads)

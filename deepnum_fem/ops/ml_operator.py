@@ -30,27 +30,13 @@ import dolfinx.mesh
 import numpy as np
 import torch
 import ufl
-from ufl.algorithms.analysis import extract_type
 
 from deepnum_fem.errors import NonFiniteError, ShapeError
+from deepnum_fem.fem.external import MLOperator, find_ml_operators, lower
 from deepnum_fem.parallel import broadcast_parameters, network_name, user_code
 
-__all__ = ["MLOperator", "MLModel", "ml_operator"]
-
-
-class MLOperator(ufl.ExternalOperator):
-    """The UFL node of a network at quadrature points; its evaluation lives in :attr:`model`."""
-
-    def __init__(self, *operands, function_space, derivatives=None, argument_slots=(), model=None):
-        super().__init__(*operands, function_space=function_space, derivatives=derivatives,
-                         argument_slots=argument_slots)
-        self.model: MLModel = model
-
-    def _ufl_expr_reconstruct_(self, *operands, function_space=None, derivatives=None,
-                               argument_slots=None, add_kwargs={}):  # noqa: B006 (UFL's signature)
-        return super()._ufl_expr_reconstruct_(
-            *operands, function_space=function_space, derivatives=derivatives,
-            argument_slots=argument_slots, add_kwargs={"model": self.model, **add_kwargs})
+__all__ = ["MLModel", "MLOperator", "find_ml_operators", "lower", "ml_operator", "ml_parameter_gradients",
+           "unique_parameters"]
 
 
 _serials = itertools.count()
@@ -276,37 +262,6 @@ def _is_quadrature(element) -> bool:
         return True
     sub = getattr(element, "_sub_element", None)   # blocked (vector/tensor) quadrature element
     return sub is not None and _is_quadrature(sub)
-
-
-def find_ml_operators(form: ufl.Form) -> list[MLOperator]:
-    return sorted(extract_type(form, MLOperator), key=lambda n: n.model.serial)
-
-
-def lower(form: ufl.Form) -> tuple[ufl.Form, list[MLModel]]:
-    """Replace every ml_operator by its linearisation and fix the quadrature degree of the
-    integrals that contain one. Returns the new form and the distinct models."""
-    nodes = find_ml_operators(form)
-    if not nodes:
-        return form, []
-    models = list({n.model.serial: n.model for n in nodes}.values())
-    lowered = ufl.replace(form, {n: n.model.surrogate() for n in nodes})
-    integrals = []
-    for itg in lowered.integrals():
-        present = set(ufl.algorithms.extract_coefficients(itg.integrand()))
-        degrees = {m.degree for m in models if m.N0 in present}
-        if len(degrees) > 1:
-            raise ValueError(f"ml_operators of quadrature degrees {sorted(degrees)} meet in one integral; "
-                             "use one degree per integral")
-        if degrees:
-            degree = degrees.pop()
-            meta = dict(itg.metadata())
-            if meta.get("quadrature_degree", degree) != degree:
-                raise ValueError(f"an integral with an ml_operator of quadrature degree {degree} asks for "
-                                 f"quadrature_degree={meta['quadrature_degree']}")
-            meta["quadrature_degree"] = degree
-            itg = itg.reconstruct(metadata=meta)
-        integrals.append(itg)
-    return ufl.Form(integrals), models
 
 
 def unique_parameters(models: Sequence[MLModel]) -> list[torch.nn.Parameter]:
