@@ -11,6 +11,7 @@ from mpi4py import MPI
 
 import dolfinx.fem as fem
 import dolfinx.mesh
+import numpy as np
 import pytest
 import torch
 import ufl
@@ -109,3 +110,65 @@ def test_thousand_operators_on_new_meshes_stay_bounded():
               f"cycles {rss_from} to {cycles}, {free} communicators free ({free_ref} at cycle 10)")
     # 800 leaked cycles would add 110 MB; the bound is about 70 of them (40 on 2 ranks)
     assert growth < 10.0, f"RSS grew {growth:.1f} MB over cycles {rss_from} to {cycles}"
+
+
+# -- destroy(): operators and the three models --------------------------------------------------
+def _square(comm, n=6, size=1.0):
+    return dolfinx.mesh.create_rectangle(comm, [[0.0, 0.0], [size, size]], [n, n])
+
+
+def _monodomain(comm):
+    from deepnum_fem.models import AlievPanfilov, Monodomain, Stimulus
+
+    model = Monodomain(_square(comm), AlievPanfilov(), dt=0.1, diffusivity=0.1,
+                       stimuli=[Stimulus(centre=(0.0, 0.0), radius=0.3)])
+    return model, model.diffusion, lambda: model.step(model.initial_state(), 0)
+
+
+def _transport(comm):
+    from deepnum_fem.models import Transport
+
+    model = Transport(_square(comm), (1.0, 0.0), dt=0.1, diffusivity=0.01)
+    return model, model.step_operator, lambda: model.step(model.zeros())
+
+
+def _shallow_water(comm):
+    from deepnum_fem.models import ShallowWater
+
+    mesh = _square(comm, 4, 1000.0)
+    fdim = mesh.topology.dim - 1
+    mesh.topology.create_connectivity(fdim, fdim + 1)
+    facets = dolfinx.mesh.exterior_facet_indices(mesh.topology)
+    tags = dolfinx.mesh.meshtags(mesh, fdim, facets, np.ones(len(facets), dtype=np.int32))
+    model = ShallowWater(mesh, tags, 10.0, dt=20.0)
+    return model, model.step_operator, lambda: model.step(model.initial_state())
+
+
+@pytest.mark.parametrize("make", [_monodomain, _transport, _shallow_water], ids=["monodomain", "transport",
+                                                                                "shallow_water"])
+def test_a_destroyed_model_gives_back_its_solver_and_refuses_to_step(make):
+    from deepnum_fem.fem.problem import _live_problems
+
+    model, op, step = make(MPI.COMM_WORLD)
+    with torch.no_grad():
+        step()
+    number = op.problem._number
+    assert number in _live_problems
+    model.destroy()
+    assert number not in _live_problems and op.problem.destroyed
+    with pytest.raises(dnf.DeepnumFemError, match="was destroyed"), torch.no_grad():
+        step()
+    model.destroy()   # twice is harmless
+
+
+def test_a_destroyed_operator_refuses_its_backward():
+    msh = _square(MPI.COMM_WORLD, 4)
+    V = dolfinx.fem.functionspace(msh, ("Lagrange", 1))
+    u, v, f = dolfinx.fem.Function(V), ufl.TestFunction(V), dolfinx.fem.Function(V)
+    F = ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx + u * v * ufl.dx - f * v * ufl.dx
+    op = dnf.fem_operator(F, u, controls=[f])
+    m = torch.ones(V.dofmap.index_map.size_local, dtype=torch.float64, requires_grad=True)
+    loss = dnf.parallel.sum(op(m).sum())
+    op.destroy()
+    with pytest.raises(dnf.DeepnumFemError, match="cannot be differentiated"):
+        loss.backward()

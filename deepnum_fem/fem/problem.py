@@ -494,6 +494,11 @@ class AdjointProblem:
             owned_array(self.u)[:] = u_owned
             self.u.x.scatter_forward()
 
+    @property
+    def destroyed(self) -> bool:
+        """Whether :meth:`destroy` has run (then the problem cannot solve)."""
+        return self._number not in _live_problems
+
     def destroy(self) -> None:
         """Destroy the PETSc objects (collective; safe to call twice). The problem is unusable after."""
         _live_problems.pop(self._number, None)

@@ -61,8 +61,9 @@ def transmural_coordinate(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.Mesh
     options = solver_options(petsc_options, _DEFAULT_OPTIONS)
     problem = dolfinx.fem.petsc.LinearProblem(a, L, bcs=bcs, petsc_options=options,
                                               petsc_options_prefix=prefix)
-    phi = problem.solve()
+    phi = problem.solve().copy()
     reason = problem.solver.getConvergedReason()
+    problem.__del__()   # now, on every rank together, not when garbage collection gets to it
     if reason <= 0:
         raise SolverError(f"transmural Laplace solve ({prefix}) did not converge: KSP reason {reason_name(reason)}; "
                           "try petsc_options={'ksp_type': 'preonly', 'pc_type': 'lu'}")

@@ -282,6 +282,11 @@ class Monodomain:
         """Write ``v`` at the given ``(time, owned v)`` frames to an XDMF file (collective)."""
         write_frames(path, self.V, frames, "v")
 
+    def destroy(self) -> None:
+        """Release the PETSc objects of the model's solver now, on all ranks together
+        (collective); the model cannot step afterwards."""
+        self.diffusion.destroy()
+
 
 def activation_times(traces: torch.Tensor, dt: float, threshold: float = 0.5, *, t0: float = 0.0,
                      never: float | None = None) -> torch.Tensor:

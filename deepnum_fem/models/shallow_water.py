@@ -467,3 +467,8 @@ class ShallowWater:
         state0 = self.initial_state() if state0 is None else state0
         return rollout(lambda w, k: self.step(w, k, drag), state0, n_steps, observe=observe,
                        checkpoint_every=checkpoint_every)
+
+    def destroy(self) -> None:
+        """Release the PETSc objects of the model's solver now, on all ranks together
+        (collective); the model cannot step afterwards."""
+        self.step_operator.destroy()

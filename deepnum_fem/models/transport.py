@@ -73,7 +73,8 @@ def potential_flow(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags, i
         ufl.inner(ufl.grad(phi), ufl.grad(psi)) * ufl.dx, -float(speed) * psi * ds_in, bcs=[bc],
         petsc_options={"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"},
         petsc_options_prefix="dnf_potential_flow_")
-    potential = problem.solve()
+    potential = problem.solve().copy()
+    problem.__del__()   # now, on every rank together: a MUMPS factorisation's teardown is collective
     W = dolfinx.fem.functionspace(mesh, ("Discontinuous Lagrange", max(degree - 1, 0), (mesh.geometry.dim,)))
     w = dolfinx.fem.Function(W, name="wind")
     w.interpolate(dolfinx.fem.Expression(ufl.grad(potential), W.element.interpolation_points))
@@ -232,6 +233,11 @@ class Transport:
     def write_xdmf(self, path, frames: Sequence[tuple[float, torch.Tensor]], name: str = "c") -> None:
         """Write ``(time, owned dofs)`` frames of a P1 field to an XDMF file (collective)."""
         write_frames(path, self.V, frames, name)
+
+    def destroy(self) -> None:
+        """Release the PETSc objects of the model's solver now, on all ranks together
+        (collective); the model cannot step afterwards."""
+        self.step_operator.destroy()
 
 
 # -- emissions ------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import ufl
 
-from deepnum_fem.errors import NonFiniteError, ShapeError
+from deepnum_fem.errors import DeepnumFemError, NonFiniteError, ShapeError
 from deepnum_fem.fem.problem import DIRECT_RTOL, AdjointProblem
 from deepnum_fem.ops._inputs import check_inputs, gather_gradients, host_values
 from deepnum_fem.ops.ml_operator import ml_parameter_gradients, unique_parameters
@@ -58,10 +58,16 @@ class FemOperator:
             ``(batch, n_owned * bs)`` when inputs carry a leading batch dimension. It lives on
             the inputs' device.
         """
+        self._check_alive("called")
         batch = check_inputs("fem_operator", tensors, self.problem.controls, self.problem.comm,
                              self.ml_parameters, call=f"fem_operator {self.problem.prefix}")
         # network weights of ml_operators in F are inputs too, so autograd sends them gradients
         return _FemSolve.apply(self, batch, len(tensors), *tensors, *self.ml_parameters)
+
+    def _check_alive(self, what: str) -> None:
+        if self.problem.destroyed:   # the same on every rank: destroy() is collective
+            raise DeepnumFemError(f"{self!r} was destroyed (op.destroy() or destroy_live_problems()) and cannot "
+                                  f"be {what}; build a new operation")
 
     def destroy(self) -> None:
         """Release the solver's PETSc objects now, on all ranks together (collective). Without
@@ -142,6 +148,7 @@ class _FemSolve(torch.autograd.Function):
     def backward(ctx, grad_u: torch.Tensor):
         *tensors, result = ctx.saved_tensors
         problem = ctx.op.problem
+        ctx.op._check_alive("differentiated")
         needed = list(ctx.needs_input_grad[3:3 + ctx.n_controls])
         need_params = any(ctx.needs_input_grad[3 + ctx.n_controls:])
         check_collective_call(f"fem_operator {problem.prefix} backward", problem.comm,
