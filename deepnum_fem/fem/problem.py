@@ -443,7 +443,6 @@ class AdjointProblem:
         """``-(dF/dm)^T lam`` for each control whose gradient is needed."""
         return [(-c.assemble() if need else None) for c, need in zip(self.controls, needed, strict=True)]
 
-
     # -- networks in the form ------------------------------------------------------------
     def update_ml(self) -> None:
         """Evaluate every network at the current state (values and Jacobians at the points);
