@@ -145,3 +145,20 @@ def test_preonly_with_a_preconditioner_that_is_not_a_solver_is_an_error():
     with pytest.raises(dnf.SolverError, match="applies the preconditioner 'gamg' once"):
         with torch.no_grad():
             model.step(torch.zeros(model.n, dtype=torch.float64), source)
+
+
+def test_a_newton_solve_whose_jacobian_is_singular_is_an_error():
+    """Only gradients of u in F and no Dirichlet condition: every Jacobian maps constants to zero.
+    MUMPS solves it anyway (a compatible source); the null pivots make it an error."""
+    msh, V, u, f, _ = _neumann_poisson(8)
+    v = ufl.TestFunction(V)
+    F = (1 + ufl.inner(ufl.grad(u), ufl.grad(u))) * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx - f * v * ufl.dx
+    op = dnf.fem_operator(F, u, controls=[f])
+    assert not op.linear
+    x = _owned_coordinates(V)
+    with pytest.raises(dnf.SolverError, match=r"Newton solve's last Jacobian .*MUMPS found \d+ null pivot") as e:
+        op(torch.from_numpy(np.cos(np.pi * x[:, 0])))
+    assert "linear problems only" in str(e.value)
+    op.destroy()
+    with pytest.raises(dnf.DeepnumFemError, match="nullspace= is supported for linear problems"):
+        dnf.fem_operator(F, u, controls=[f], nullspace="constant")

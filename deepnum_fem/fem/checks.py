@@ -70,11 +70,13 @@ def residual_ratio(A: PETSc.Mat, b: PETSc.Vec, x: PETSc.Vec, *, transpose: bool 
     return 0.0 if nr == 0 else math.inf
 
 
-def singular_hint(bs: int) -> str:
-    """What to tell a user whose operator is singular."""
+def singular_hint(bs: int, *, linear: bool = True) -> str:
+    """What to tell a user whose operator is singular (a null space can be given to linear problems)."""
     kernel = "constants" if bs == 1 else "constant vectors (translations; rotations too for elasticity)"
-    return (f"the usual cause is a pure-Neumann problem or a forgotten bcs= ({kernel} in the null space). "
-            "Add Dirichlet conditions, or, when the problem is meant to be singular, give its null space: "
+    cause = f"the usual cause is a pure-Neumann problem or a forgotten bcs= ({kernel} in the null space). "
+    if not linear:
+        return cause + "Add Dirichlet conditions (a null space can be given to linear problems only)"
+    return (cause + "Add Dirichlet conditions, or, when the problem is meant to be singular, give its null space: "
             "fem_operator(..., nullspace='constant') or nullspace=[Functions spanning it]")
 
 
@@ -93,9 +95,10 @@ class SolveChecks:
     """
 
     def __init__(self, bs: int, nullspace: NullSpace | None, direct_rtol: float = DIRECT_RTOL, *,
-                 probe_kernel: bool = True):
-        self.bs, self.nullspace, self.direct_rtol = bs, nullspace, float(direct_rtol)
-        self.probe_kernel = probe_kernel and nullspace is None
+                 linear: bool = True):
+        self.bs, self.nullspace, self.direct_rtol, self.linear = bs, nullspace, float(direct_rtol), linear
+        #: whether each assembly asks if constants are mapped to zero (linear operators without a null space)
+        self.probe_kernel = linear and nullspace is None
         self.singular_component: int | None = None
 
     def assembled(self, A: PETSc.Mat) -> None:
@@ -114,7 +117,7 @@ class SolveChecks:
         self.project(x.getArray())
         if ksp.getType() != "preonly":
             return   # a Krylov method checked its own residual
-        self._singular(ksp, what)
+        self.singular(ksp, what)
         self._residual(ksp, what, residual_ratio(ksp.getOperators()[0], b, x, transpose=transpose))
 
     def columns(self, ksp: PETSc.KSP, what: str, B: PETSc.Mat, X: np.ndarray, *, transpose: bool) -> None:
@@ -124,7 +127,7 @@ class SolveChecks:
             self.project(X[:, j])
         if ksp.getType() != "preonly":
             return
-        self._singular(ksp, what)
+        self.singular(ksp, what)
         A = ksp.getOperators()[0]
         b, x = A.createVecs()
         try:
@@ -144,17 +147,19 @@ class SolveChecks:
                 f"{what} ({ksp.getOptionsPrefix()}) failed: KSP reason {reason_name(reason)} "
                 f"after {ksp.getIterationNumber()} iterations, residual norm {ksp.getResidualNorm():.3e}")
 
-    def _singular(self, ksp: PETSc.KSP, what: str) -> None:
+    def singular(self, ksp: PETSc.KSP, what: str) -> None:
+        """Raise if the last factorisation of ``ksp`` found the operator singular (beyond the null
+        space given): MUMPS's null pivots, or constants mapped to zero at the last assembly."""
         pivots = mumps_null_pivots(ksp)
         allowed = self.nullspace.dim if self.nullspace is not None else 0
         if pivots > allowed:
             beyond = f" beyond the {allowed} null-space vector(s) given" if allowed else ""
             raise SolverError(f"{what} ({ksp.getOptionsPrefix()}): MUMPS found {pivots} null pivot(s), the operator "
-                              f"is singular{beyond}; {singular_hint(self.bs)}")
+                              f"is singular{beyond}; {singular_hint(self.bs, linear=self.linear)}")
         if self.singular_component is not None:
             component = f" (component {self.singular_component})" if self.bs > 1 else ""
             raise SolverError(f"{what} ({ksp.getOptionsPrefix()}): the operator maps constant vectors{component} "
-                              f"to zero, so it is singular; {singular_hint(self.bs)}")
+                              f"to zero, so it is singular; {singular_hint(self.bs, linear=self.linear)}")
 
     def _residual(self, ksp: PETSc.KSP, what: str, ratio: float) -> None:
         if ratio <= self.direct_rtol:

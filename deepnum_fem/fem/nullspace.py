@@ -75,9 +75,6 @@ class NullSpace:
         self.comm.Allreduce(local, coefficients, op=MPI.SUM)
         values -= coefficients @ self.basis
 
-    def project_vec(self, vec: PETSc.Vec) -> None:
-        self.project(vec.getArray())
-
     def petsc(self, u: dolfinx.fem.Function) -> PETSc.NullSpace:
         """The same basis as a PETSc null space (for Krylov solvers)."""
         vecs = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["DIRECT_LINEAR", "NEWTON", "is_direct", "solver_options"]
+__all__ = ["DIRECT_LINEAR", "NEWTON", "solver_options"]
 
 #: A direct solve: MUMPS LU.
 DIRECT_LINEAR = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
@@ -33,12 +33,8 @@ def solver_options(user: Mapping | None, defaults: Mapping) -> dict:
     options = {k: v for k, v in defaults.items() if not (chose_solver and k.split("_")[0] in _SOLVER_FAMILIES)}
     options.update(user)
     if options.get("pc_type") in _FACTORISATIONS and options.get("pc_factor_mat_solver_type") == "mumps":
-        for k, v in _MUMPS_NULL_PIVOTS.items():
-            if "mat_mumps_icntl_24" not in user:
+        if "mat_mumps_icntl_24" not in user:
+            for k, v in _MUMPS_NULL_PIVOTS.items():
                 options.setdefault(k, v)
     return options
 
-
-def is_direct(options: Mapping) -> bool:
-    """Whether the options ask for one application of a factorisation (``preonly`` + LU/Cholesky)."""
-    return options.get("ksp_type") == "preonly" and options.get("pc_type") in _FACTORISATIONS

@@ -24,7 +24,6 @@ from deepnum_fem.fem.forms import ValueSnapshot, coefficients_and_constants, dep
 from deepnum_fem.fem.nullspace import NullSpace
 from deepnum_fem.fem.options import DIRECT_LINEAR, NEWTON, solver_options
 
-DIRECT_RTOL = checks.DIRECT_RTOL
 _prefix_counter = itertools.count()
 # Every problem by creation number, held until it is destroyed explicitly or at exit. Destroying a
 # PETSc object that holds a parallel factorisation (MUMPS) is collective: left to garbage
@@ -99,7 +98,7 @@ class AdjointProblem:
                  adjoint_petsc_options: dict | None = None, linear: bool | None = None,
                  symmetric: bool | None = None, petsc_options_prefix: str | None = None,
                  initial_guess: str = "previous", configure_ksp: Callable[[PETSc.KSP], None] | None = None,
-                 nullspace: str | Sequence[dolfinx.fem.Function] | None = None, direct_rtol: float = DIRECT_RTOL,
+                 nullspace: str | Sequence[dolfinx.fem.Function] | None = None, direct_rtol: float = checks.DIRECT_RTOL,
                  jit_options: dict | None = None, form_compiler_options: dict | None = None):
         if initial_guess not in ("previous", "zero"):
             raise ValueError(f"initial_guess must be 'previous' or 'zero', got {initial_guess!r}")
@@ -141,7 +140,7 @@ class AdjointProblem:
                                   "conditions that make its Jacobian non-singular")
         self.nullspace = NullSpace(self.V, nullspace) if nullspace is not None else None
         self.checks = checks.SolveChecks(self.V.dofmap.index_map_bs, self.nullspace, direct_rtol,
-                                         probe_kernel=self.linear)
+                                         linear=self.linear)
 
         self.F = dolfinx.fem.form(F, **opts)
         self.J = dolfinx.fem.form(J, **opts)
@@ -346,15 +345,16 @@ class AdjointProblem:
             ksp_reason = snes.getKSP().getConvergedReason()
             self.u.x.array[:] = 0.0
             raise SolverError(
-                f"Newton solve ({self.prefix}) did not converge: SNES reason {_reason_name(reason, PETSc.SNES)}"
+                f"Newton solve ({self.prefix}) did not converge: SNES reason {checks.reason_name(reason, PETSc.SNES)}"
                 f" after {its} iterations, residual norm {fnorm:.3e}; last linear solve "
-                f"{_reason_name(ksp_reason, PETSc.KSP)}. Try a line search "
+                f"{checks.reason_name(ksp_reason)}. Try a line search "
                 "('snes_linesearch_type': 'bt'), a better initial guess or smaller steps.")
-        if snes.getIterationNumber() > 0 and checks.mumps_null_pivots(snes.getKSP()) > 0:   # 0: no factorisation
-            self.u.x.array[:] = 0.0
-            raise SolverError(
-                f"Newton solve ({self.prefix}): MUMPS found {checks.mumps_null_pivots(snes.getKSP())} null "
-                f"pivot(s) in the Jacobian, which is singular; {checks.singular_hint(self.V.dofmap.index_map_bs)}")
+        if snes.getIterationNumber() > 0:   # 0 iterations: SNES factorised nothing
+            try:
+                self.checks.singular(snes.getKSP(), "Newton solve's last Jacobian")
+            except SolverError:
+                self.u.x.array[:] = 0.0
+                raise
 
     def solve_many(self, samples: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
         """Solve a batch of right-hand sides with one ``KSPMatSolve`` (fixed linear operator).
@@ -538,8 +538,6 @@ def _preconditioner_errors():
             raise cause from cause.__cause__   # keeps a NetworkError's original exception
         raise
 
-
-_reason_name = checks.reason_name
 
 
 def _check_controls(F, u, controls, bcs) -> None:

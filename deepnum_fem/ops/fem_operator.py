@@ -10,7 +10,8 @@ import torch
 import ufl
 
 from deepnum_fem.errors import DeepnumFemError, NonFiniteError, ShapeError
-from deepnum_fem.fem.problem import DIRECT_RTOL, AdjointProblem
+from deepnum_fem.fem.checks import DIRECT_RTOL
+from deepnum_fem.fem.problem import AdjointProblem
 from deepnum_fem.ops._inputs import check_inputs, gather_gradients, host_values
 from deepnum_fem.ops.ml_operator import ml_parameter_gradients, unique_parameters
 from deepnum_fem.parallel import check_collective_call, raise_on_any_rank

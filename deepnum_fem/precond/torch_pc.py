@@ -108,7 +108,7 @@ def solve(ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> int:
     reason = ksp.getConvergedReason()
     if reason < 0:
         raise SolverError(f"KSP ({ksp.getType()}, PC {ksp.getPC().getType()}) diverged: reason {reason_name(reason)} "
-                              f"after {ksp.getIterationNumber()} iterations, residual {ksp.getResidualNorm():.3e}")
+                          f"after {ksp.getIterationNumber()} iterations, residual {ksp.getResidualNorm():.3e}")
     return ksp.getIterationNumber()
 
 
