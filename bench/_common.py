@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: rank-0 printing and collective median timing."""
+"""Helpers shared by the benchmark scripts: rank-0 printing and collective timing."""
 
 from __future__ import annotations
 
@@ -25,3 +25,21 @@ def timed(fn, repeats: int) -> float:
         COMM.Barrier()
         times.append(COMM.allreduce(time.perf_counter() - t0, op=MPI.MAX))
     return statistics.median(times)
+
+
+def timed_rounds(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """Slowest rank's wall and CPU (process) time of each of ``fns`` in each of ``repeats`` rounds.
+
+    A round runs every function once, so a change of load on the machine (another job) hits
+    all of them alike, and ratios are taken within a round.
+    """
+    wall, cpu = {name: [] for name in fns}, {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            COMM.Barrier()
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            COMM.Barrier()
+            wall[name].append(COMM.allreduce(time.perf_counter() - t0, op=MPI.MAX))
+            cpu[name].append(COMM.allreduce(time.process_time() - c0, op=MPI.MAX))
+    return wall, cpu

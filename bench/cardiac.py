@@ -25,11 +25,11 @@ import json
 import math
 from pathlib import Path
 
+from _common import COMM, log, timed  # bench/ is on sys.path when a script there runs
 from mpi4py import MPI
 
 import dolfinx.fem
 import torch
-from _common import COMM, log, timed  # bench/ is on sys.path when a script there runs
 
 import deepnum_fem as dnf
 from deepnum_fem.geometry import LV_TAGS
@@ -71,10 +71,10 @@ def build():
         net[-1].weight.mul_(1e-3)
         net[-1].bias.zero_()
     dnf.parallel.broadcast_parameters(net)
-    model = Monodomain(data.mesh, HybridIonic(AlievPanfilov(a=0.05), net), dt=0.5,
+    model = Monodomain(data, HybridIonic(AlievPanfilov(a=0.05), net), dt=0.5,
                        diffusivity=(2.4, 0.6), fibres=fibres, conductivity_scale=scale,
                        stimuli=[Stimulus(centre=(0.0, 0.0, -17.0), radius=4.0, duration=3.0, amplitude=1.0)])
-    surface = model.boundary_nodes(data.facet_tags, [LV_TAGS["ENDO"], LV_TAGS["EPI"]])
+    surface = model.boundary_nodes(["ENDO", "EPI"])
     s = torch.ones(dnf.convert.n_owned(scale), dtype=torch.float64, requires_grad=True)
     return model, net, surface, s
 

@@ -20,6 +20,7 @@ import json
 import tracemalloc
 from pathlib import Path
 
+from _common import COMM, log, timed  # bench/ is on sys.path when a script there runs
 from mpi4py import MPI
 
 import dolfinx
@@ -28,12 +29,9 @@ import dolfinx.mesh
 import numpy as np
 import torch
 import ufl
-from _common import log, timed  # bench/ is on sys.path when a script there runs
 
 import deepnum_fem as dnf
 from deepnum_fem.geometry import box_with_cavity
-
-COMM = MPI.COMM_WORLD
 
 
 def make_mesh(h: float, refine: bool):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from mpi4py import MPI
+from _common import COMM, log, timed  # bench/ is on sys.path when a script there runs
 
 import dolfinx
 import dolfinx.fem as fem
@@ -24,11 +24,8 @@ import dolfinx.mesh
 import numpy as np
 import torch
 import ufl
-from _common import log, timed  # bench/ is on sys.path when a script there runs
 
 import deepnum_fem as dnf
-
-COMM = MPI.COMM_WORLD
 
 
 class Cubic(torch.nn.Module):
@@ -69,9 +66,9 @@ def main() -> None:
     for op in (op_ufl, op_ml):
         op(f0)
     t_ufl = timed(lambda: op_ufl(f0), repeats)
-    its = op_ufl.problem._newton.solver.getIterationNumber()
+    its = op_ufl.problem.solver.getIterationNumber()
     t_ml = timed(lambda: op_ml(f0), repeats)
-    its_ml = op_ml.problem._newton.solver.getIterationNumber()
+    its_ml = op_ml.problem.solver.getIterationNumber()
     log(f"newton-ufl     {t_ufl:8.3f} s ({its} iterations)")
     log(f"newton-ml      {t_ml:8.3f} s ({its_ml} iterations)  ratio ml/ufl {t_ml / t_ufl:.2f}")
 

@@ -27,13 +27,13 @@ import argparse
 import statistics
 import time
 
+from _common import log
 from mpi4py import MPI
 from petsc4py import PETSc
 
 import dolfinx
 import numpy as np
 import torch
-from _common import log
 
 import deepnum_fem as dnf
 from deepnum_fem.precond import LearnedFSAI, TwoLevel, block_icc, solve

@@ -43,15 +43,14 @@ import argparse
 import json
 import math
 import statistics
-import time
 from pathlib import Path
 
+from _common import COMM, log, timed, timed_rounds  # bench/ is on sys.path when a script there runs
 from mpi4py import MPI
 
 import dolfinx.fem
 import numpy as np
 import torch
-from _common import COMM, log, timed  # bench/ is on sys.path when a script there runs
 
 import deepnum_fem as dnf
 from deepnum_fem.bathymetry import bathymetry_function, shelf_bathymetry
@@ -68,32 +67,18 @@ GAUGES = np.array([[1500.0, 6000.0], [3000.0, 8800.0], [3500.0, 3000.0], [6000.0
                    [12000.0, 8000.0], [12500.0, 5000.0]])
 
 
-def timed_rounds(fns: dict, repeats: int) -> dict:
-    """Slowest rank's wall time of each of ``fns`` in each of ``repeats`` rounds (a round runs
-    every function once, so a change of load on the machine hits all of them alike)."""
-    wall = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            COMM.Barrier()
-            t0 = time.perf_counter()
-            fn()
-            COMM.Barrier()
-            wall[name].append(COMM.allreduce(time.perf_counter() - t0, op=MPI.MAX))
-    return wall
-
-
 class Case:
     """One model (drag field or drag law), its gauges, target series, and rollout variants."""
 
     def __init__(self, name: str, model: ShallowWater, steps: int, params: list[torch.Tensor],
                  drag: torch.Tensor | None = None):
         self.name, self.model, self.steps, self.params, self.drag = name, model, steps, params, drag
-        self.gauges = model.gauge_sensors(GAUGES)
+        self.gauges = model.sensors(GAUGES)
         self.iterations: list[int] = []
         self.target: torch.Tensor | None = None
 
     def series(self, every: int | None, count: bool = False) -> torch.Tensor:
-        snes = self.model.step_operator.problem._newton.solver
+        snes = self.model.operator.problem.solver
 
         def observe(w, k):
             if count:
@@ -158,8 +143,8 @@ def main() -> None:
 
     def make_case(name: str) -> Case:
         if name == "field":
-            return Case(name, ShallowWater(mesh, data.facet_tags, depth, drag=field, **common), steps, [drag], drag)
-        return Case(name, ShallowWater(mesh, data.facet_tags, depth, drag=law, **common), steps,
+            return Case(name, ShallowWater(data, depth, drag=field, **common), steps, [drag], drag)
+        return Case(name, ShallowWater(data, depth, drag=law, **common), steps,
                     list(correction.parameters()))
 
     cases = {"field": make_case("field"), "law": make_case("law")}
@@ -218,7 +203,7 @@ def main() -> None:
         fns[f"{name}_gradient"] = lambda c=c: c.gradient(None)
         if not checkpointing[name]:
             fns[f"{name}_gradient_ckpt"] = lambda c=c: c.gradient(EVERY)
-    wall = timed_rounds(fns, repeats)
+    wall, _ = timed_rounds(fns, repeats)
 
     def ratio(a: str, b: str) -> float:
         return statistics.median(x / y for x, y in zip(wall[a], wall[b], strict=True))

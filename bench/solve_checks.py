@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import statistics
 
+from _common import COMM, log, timed  # bench/ is on sys.path when a script there runs
 from mpi4py import MPI  # noqa: F401  (MPI before dolfinx)
 
 import dolfinx.mesh
 import torch
-from _common import COMM, log, timed  # bench/ is on sys.path when a script there runs
 
 from deepnum_fem.fem.checks import SolveChecks
 from deepnum_fem.models import Transport, gaussian_source
@@ -41,7 +41,7 @@ def main() -> None:
         c = model.zeros()
         with torch.no_grad():
             for _ in range(args.steps):
-                c = model.step(c, source)
+                c = model.step(c, source=source)
 
     checked = SolveChecks.solution
 

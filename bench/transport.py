@@ -41,18 +41,17 @@ import argparse
 import json
 import math
 import statistics
-import time
 from pathlib import Path
 
+from _common import COMM, log, timed, timed_rounds  # bench/ is on sys.path when a script there runs
 from mpi4py import MPI
 
 import dolfinx.fem.petsc
 import numpy as np
 import torch
-from _common import COMM, log, timed  # bench/ is on sys.path when a script there runs
 
 import deepnum_fem as dnf
-from deepnum_fem.geometry import CITY_BUILDINGS, CITY_TAGS
+from deepnum_fem.geometry import CITY_BUILDINGS
 from deepnum_fem.io import load_city
 from deepnum_fem.models.transport import NeuralEmission, Transport, gaussian_source, line_source, potential_flow
 from deepnum_fem.sensors import PointSensors
@@ -100,10 +99,9 @@ class Setup:
 
     def __init__(self, steps: int):
         data = load_city(COMM)
-        mesh, tags = data.mesh, data.facet_tags
-        wind = potential_flow(mesh, tags, inflow=[CITY_TAGS["INFLOW"]], outflow=[CITY_TAGS["OUTFLOW"]], speed=2.0)
-        self.model = Transport(mesh, wind, dt=DT, diffusivity=1.0, decay=1e-4,
-                               dirichlet=[(tags.find(CITY_TAGS["INFLOW"]), 0.0)], theta=THETA)
+        wind = potential_flow(data, inflow="INFLOW", outflow="OUTFLOW", speed=2.0)
+        self.model = Transport(data, wind, dt=DT, diffusivity=1.0, decay=1e-4, dirichlet={"INFLOW": 0.0},
+                               theta=THETA)
         x = self.model.coordinates
         prior = sum(line_source(x, a, b, rate, 4.0) for a, b, rate in TRAFFIC)
         prior = prior + gaussian_source(x, POINT_SOURCE[0], POINT_SOURCE[1], POINT_SOURCE[2])
@@ -115,7 +113,7 @@ class Setup:
         self.sensors = PointSensors(self.model.V, SENSORS)
         self.rollouts = 0
         # count the step operator's assemblies (each one is a new MUMPS factorisation)
-        problem = self.model.step_operator.problem
+        problem = self.model.operator.problem
         self.assemblies, original = [0], problem._assemble_operator
 
         def counting(A):
@@ -141,7 +139,7 @@ class Setup:
             t = (k + THETA) * DT
             return self.emission(t) if field is None else profile(t) * field
 
-        _, local = self.model.simulate(steps, sources=sources, observe=lambda c, k: sensors.local(c),
+        _, local = self.model.simulate(steps, source=sources, observe=lambda c, k: sensors.local(c),
                                        checkpoint_every=every)
         return dnf.parallel.sum(local, COMM)
 
@@ -160,24 +158,6 @@ class Setup:
 def per_call(fn, calls: int, repeats: int) -> float:
     """Median (over ``repeats``) of the slowest rank's time of ``calls`` calls of ``fn``, per call."""
     return timed(lambda: [fn() for _ in range(calls)], repeats) / calls
-
-
-def timed_rounds(fns: dict, repeats: int) -> tuple[dict, dict]:
-    """Slowest rank's wall and CPU (process) time of each of ``fns`` in each of ``repeats`` rounds.
-
-    A round runs every function once, so a change of load on the machine (another job) hits
-    all of them alike, and ratios are taken within a round.
-    """
-    wall, cpu = {name: [] for name in fns}, {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            COMM.Barrier()
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            COMM.Barrier()
-            wall[name].append(COMM.allreduce(time.perf_counter() - t0, op=MPI.MAX))
-            cpu[name].append(COMM.allreduce(time.process_time() - c0, op=MPI.MAX))
-    return wall, cpu
 
 
 def main() -> None:
@@ -208,7 +188,7 @@ def main() -> None:
     # factorisations: the target rollout (Setup) was the model's first; then one gradient rollout
     # with checkpoints (forward, recomputation, adjoint) after forgetting the operator's values
     first = s.assemblies[0]
-    s.model.step_operator.problem._operator_inputs.forget()   # as if w, K, k or dt had changed
+    s.model.operator.problem.forget_operator()   # as if w, K, k or dt had changed
     s.gradient(steps, 20)
     per_gradient_rollout = s.assemblies[0] - first
     s.gradient(5, None)          # one-time buffers of the graph path
@@ -270,7 +250,7 @@ def main() -> None:
         f"of the step), {1e3 * t_emission:7.3f} ms/call with graph")
 
     # where a step's time goes: the residual assembly (SUPG form) and the MUMPS triangular solves
-    problem = model.step_operator.problem
+    problem = model.operator.problem
     t_residual = per_call(lambda: dolfinx.fem.petsc.assemble_vector(problem.b, problem.F), 20, repeats)
     t_solve = per_call(lambda: problem.ksp.solve(problem.b, problem.x), 20, repeats)
     log(f"breakdown  residual assembly {1e3 * t_residual:7.3f} ms ({100 * 1e3 * t_residual / step_ms:.0f}% of the "
@@ -279,7 +259,7 @@ def main() -> None:
 
     # sensors
     with torch.no_grad():
-        c, _ = model.simulate(steps, sources=lambda k: s.emission((k + THETA) * DT))
+        c, _ = model.simulate(steps, source=lambda k: s.emission((k + THETA) * DT))
     c_graph = c.clone().requires_grad_(True)
     sensor_results = {}
     for n_points in (len(SENSORS), 200):

@@ -21,6 +21,7 @@ from deepnum_fem.errors import (
     ShapeError,
     SolverError,
 )
+from deepnum_fem.fem.options import SolverOptions
 from deepnum_fem.ops.fem_operator import FemOperator, fem_operator
 from deepnum_fem.ops.functional import Functional, functional
 from deepnum_fem.ops.ml_operator import MLOperator, ml_operator
@@ -60,6 +61,7 @@ __all__ = [
     "NonFiniteError",
     "ShapeError",
     "SolverError",
+    "SolverOptions",
     "__version__",
     "fem_operator",
     "from_torch",

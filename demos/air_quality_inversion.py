@@ -29,12 +29,10 @@ truth, inventory, trained), loss.png, c.xdmf (the trained model's forecast), che
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
-from pathlib import Path
 
-from mpi4py import MPI
+from _common import COMM, log, training_parser  # demos/ is on sys.path when a script there runs
 
 import dolfinx.fem
 import numpy as np
@@ -42,13 +40,12 @@ import torch
 import ufl
 
 import deepnum_fem as dnf
-from deepnum_fem.geometry import CITY_BUILDINGS, CITY_TAGS, city_blocks
+from deepnum_fem.geometry import CITY_BUILDINGS, city_blocks
 from deepnum_fem.io import load_city
 from deepnum_fem.models.transport import NeuralEmission, Transport, gaussian_source, line_source, potential_flow
 from deepnum_fem.sensors import PointSensors
 from deepnum_fem.training import finish, fit, plot_loss, resume, rmse
 
-COMM = MPI.COMM_WORLD
 WIND, DIFFUSIVITY, DECAY = 2.0, 1.0, 1e-4          # m/s, m²/s, 1/s
 PERIOD = 600.0                                      # s, the traffic cycle m(t)
 LINE_WIDTH = 4.0                                    # m, spread of a street's emissions
@@ -63,11 +60,6 @@ TRAIN_SENSORS = np.array([[130, 122], [205, 122], [290, 122], [350, 122], [172, 
                           [365, 40], [365, 90], [365, 160], [365, 210], [130, 30], [300, 30],
                           [290, 200], [110, 205]], dtype=np.float64)
 TEST_SENSORS = np.array([[250, 122], [390, 60], [390, 122], [390, 190], [330, 20]], dtype=np.float64)
-
-
-def log(*a) -> None:
-    if COMM.rank == 0:
-        print(*a, flush=True)
 
 
 def traffic_cycle(t: float) -> float:
@@ -94,17 +86,14 @@ def simulate(model: Transport, field: torch.Tensor, steps: int, sensors: PointSe
             frames.append(((k + 1) * model.dt, c.detach().clone()))
         return sensors.local(c)
 
-    _, local = model.simulate(steps, sources=lambda k: traffic_cycle((k + 0.5) * model.dt) * field,
+    _, local = model.simulate(steps, source=lambda k: traffic_cycle((k + 0.5) * model.dt) * field,
                               observe=observe, checkpoint_every=checkpoint_every)
     return dnf.parallel.sum(local, COMM), frames
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=Path("out/air"))
-    p.add_argument("--epochs", type=int, default=15,
-                   help="epochs in all: with --resume, training continues from the checkpoint up to this count")
-    p.add_argument("--iterations", type=int, default=5, help="L-BFGS iterations per epoch")
+    p = training_parser(__doc__.split("\n")[0], out="out/air", epochs=15, iterations=5, save_every=3, target=5.0,
+                        checkpoint_every=None, quick="h = 12 m, dt = 10 s, 8 epochs")
     p.add_argument("--dt", type=float, default=5.0, help="s")
     p.add_argument("--train-time", type=float, default=400.0, help="s of sensor data to learn from")
     p.add_argument("--forecast-time", type=float, default=200.0, help="s forecast after the data")
@@ -114,11 +103,6 @@ def main() -> None:
     p.add_argument("--regularisation", type=float, default=1e-3, help="weight of mean(N_θ²) / scale²")
     p.add_argument("--smoothness", type=float, default=0.0,
                    help="weight of ∫|∇N_θ|² dx / (scale² area): favours smooth corrections")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="steps per recomputed block")
-    p.add_argument("--save-every", type=int, default=3, help="epochs between checkpoints")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--quick", action="store_true", help="h = 12 m, dt = 10 s, 8 epochs (the tests)")
-    p.add_argument("--target", type=float, default=5.0, help="required held-out RMSE reduction")
     args = p.parse_args()
     if args.quick:
         args.h = args.h or 12.0
@@ -129,11 +113,9 @@ def main() -> None:
 
     # -- city, wind, model -------------------------------------------------------------------
     data = city_blocks(args.h, comm=COMM) if args.h else load_city(COMM)
-    mesh, facets = data.mesh, data.facet_tags
-    wind = potential_flow(mesh, facets, inflow=[CITY_TAGS["INFLOW"]], outflow=[CITY_TAGS["OUTFLOW"]],
-                          speed=WIND)
-    model = Transport(mesh, wind, dt=args.dt, diffusivity=DIFFUSIVITY, decay=DECAY,
-                      dirichlet=[(facets.find(CITY_TAGS["INFLOW"]), 0.0)])
+    mesh = data.mesh
+    wind = potential_flow(data, inflow="INFLOW", outflow="OUTFLOW", speed=WIND)
+    model = Transport(data, wind, dt=args.dt, diffusivity=DIFFUSIVITY, decay=DECAY, dirichlet={"INFLOW": 0.0})
     train_steps = round(args.train_time / args.dt)
     steps = train_steps + round(args.forecast_time / args.dt)
     n_dofs = model.V.dofmap.index_map.size_global

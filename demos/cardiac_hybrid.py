@@ -23,12 +23,10 @@ held-out site), loss.png, v.xdmf (v(t) of the trained model, held-out site), che
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
-from pathlib import Path
 
-from mpi4py import MPI
+from _common import COMM, log, training_parser  # demos/ is on sys.path when a script there runs
 
 import dolfinx.fem
 import numpy as np
@@ -42,17 +40,11 @@ from deepnum_fem.models.ionic import AlievPanfilov, HybridIonic
 from deepnum_fem.models.monodomain import Monodomain, Stimulus, activation_times, soft_activation_times
 from deepnum_fem.training import finish, fit, plot_loss, resume
 
-COMM = MPI.COMM_WORLD
 A_TRUE, A_PRIOR = 0.15, 0.05
 SCAR_TRUE = 0.25
 SCAR_CENTRE, SCAR_RADIUS = np.array([9.0, 0.0, -4.0]), 6.0
 DIFFUSIVITY = (2.4, 0.6)   # mm²/ms along / across fibres: conduction ~0.6 / 0.3 mm/ms
 THRESHOLD = 0.5
-
-
-def log(*a) -> None:
-    if COMM.rank == 0:
-        print(*a, flush=True)
 
 
 def endocardial_site(polar_deg: float, azimuth_deg: float) -> np.ndarray:
@@ -94,11 +86,11 @@ def build(args):
     centres = Q.tabulate_dof_coordinates()[: dnf.convert.n_owned(scale)]
     in_scar = torch.from_numpy(np.linalg.norm(centres - SCAR_CENTRE, axis=1) <= SCAR_RADIUS)
     common = {"dt": args.dt, "diffusivity": DIFFUSIVITY, "fibres": fibres, "conductivity_scale": scale}
-    truth = Monodomain(mesh, AlievPanfilov(a=A_TRUE), **common)
+    truth = Monodomain(data, AlievPanfilov(a=A_TRUE), **common)
     correction = Correction()
     dnf.parallel.broadcast_parameters(correction)
-    hybrid = Monodomain(mesh, HybridIonic(AlievPanfilov(a=A_PRIOR), correction), **common)
-    surface = truth.boundary_nodes(facets, [LV_TAGS["ENDO"], LV_TAGS["EPI"]])
+    hybrid = Monodomain(data, HybridIonic(AlievPanfilov(a=A_PRIOR), correction), **common)
+    surface = truth.boundary_nodes(["ENDO", "EPI"])
     W = truth.point_weights(ELECTRODES)
     return truth, hybrid, correction, fibres, in_scar, surface, W
 
@@ -130,20 +122,12 @@ def rmse(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=Path("out/cardiac"))
-    p.add_argument("--epochs", type=int, default=12,
-                   help="epochs in all: with --resume, training continues from the checkpoint up to this count")
+    p = training_parser(__doc__.split("\n")[0], out="out/cardiac", epochs=12, iterations=3, save_every=2,
+                        target=5.0, checkpoint_every=40, quick="h = 2 mm, dt = 1 ms, 8 epochs")
     p.add_argument("--steps", type=int, default=160, help="time steps per beat")
     p.add_argument("--dt", type=float, default=0.5, help="ms")
     p.add_argument("--h", type=float, default=None, help="generate the LV with this size (mm) "
                    "instead of loading the bundled mesh")
-    p.add_argument("--iterations", type=int, default=3, help="L-BFGS iterations per epoch")
-    p.add_argument("--checkpoint-every", type=int, default=40, help="steps per recomputed block")
-    p.add_argument("--save-every", type=int, default=2, help="epochs between checkpoints")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--quick", action="store_true", help="h = 2 mm, dt = 1 ms, 8 epochs (the tests)")
-    p.add_argument("--target", type=float, default=5.0, help="required held-out RMSE reduction")
     args = p.parse_args()
     if args.quick:
         args.h = args.h or 2.0

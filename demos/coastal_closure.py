@@ -26,12 +26,10 @@ checkpoint.pt.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
-from pathlib import Path
 
-from mpi4py import MPI
+from _common import COMM, log, training_parser  # demos/ is on sys.path when a script there runs
 
 import dolfinx.fem
 import numpy as np
@@ -44,7 +42,6 @@ from deepnum_fem.io import write_frames
 from deepnum_fem.models.shallow_water import LearnedDragLaw, ShallowWater, speed
 from deepnum_fem.training import finish, fit, plot_loss, resume, rmse
 
-COMM = MPI.COMM_WORLD
 G, MANNING_N, C0 = 9.81, 0.035, 0.0025
 #: a shallow shelf (m): 3 m at the head, 12 m across the bay, 40 m offshore, so that friction matters
 SHELF = {"depth_coast": 3.0, "depth_shelf": 12.0, "depth_ocean": 40.0}
@@ -55,11 +52,6 @@ TRAIN_TIDES = [[(0.8, M2, -math.pi / 2)], [(1.2, 0.8 * M2, -math.pi / 2)]]
 TEST_TIDE = [(1.0, 0.9 * M2, -math.pi / 2), (0.15, 0.45 * M2, -math.pi / 2)]
 GAUGES = np.array([[1500.0, 6000.0], [3000.0, 8800.0], [3500.0, 3000.0], [6000.0, 10000.0],
                    [12000.0, 8000.0], [12500.0, 5000.0]])
-
-
-def log(*a) -> None:
-    if COMM.rank == 0:
-        print(*a, flush=True)
 
 
 def manning(u, H):
@@ -82,21 +74,13 @@ def run(model: ShallowWater, tide, steps: int, gauges, *, checkpoint_every=None,
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=Path("out/coast"))
+    p = training_parser(__doc__.split("\n")[0], out="out/coast", epochs=6, iterations=4, save_every=2, target=3.0,
+                        checkpoint_every=None, quick="h = 3 km, half a period, 3 epochs of 3 iterations")
     p.add_argument("--h", type=float, default=2000.0, help="mesh size offshore (m); h/4 at the coast")
     p.add_argument("--dt", type=float, default=900.0, help="s")
     p.add_argument("--periods", type=float, default=1.0, help="length of each run, in M2 periods")
-    p.add_argument("--epochs", type=int, default=6,
-                   help="epochs in all: with --resume, training continues from the checkpoint up to this count")
-    p.add_argument("--iterations", type=int, default=4, help="L-BFGS iterations per epoch")
     p.add_argument("--viscosity", type=float, default=50.0, help="m²/s (Galerkin advection on coarse "
                    "meshes needs it: cell Reynolds number |u| h / ν of order 10)")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="steps per recomputed block")
-    p.add_argument("--save-every", type=int, default=2, help="epochs between checkpoints")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--quick", action="store_true", help="h = 3 km, half a period, 3 epochs of 3 iterations (the tests)")
-    p.add_argument("--target", type=float, default=3.0, help="required held-out RMSE reduction")
     args = p.parse_args()
     if args.quick:
         args.h, args.periods, args.epochs, args.iterations = 3000.0, 0.5, min(args.epochs, 3), 3
@@ -109,15 +93,15 @@ def main() -> None:
     depth = bathymetry_function(dolfinx.fem.functionspace(mesh, ("Lagrange", 1)),
                                 lambda x: shelf_bathymetry(x, **SHELF))
     common = {"dt": args.dt, "coriolis": 1e-4, "viscosity": args.viscosity}
-    truth = ShallowWater(mesh, data.facet_tags, depth, drag=manning, **common)
+    truth = ShallowWater(data, depth, drag=manning, **common)
     correction = LearnedDragLaw(C0, speed_scale=U_SCALE, depth_scale=H_SCALE)
     dnf.parallel.broadcast_parameters(correction)
-    hybrid = ShallowWater(mesh, data.facet_tags, depth, drag=correction.drag(quadrature_degree=4), **common)
+    hybrid = ShallowWater(data, depth, drag=correction.drag(quadrature_degree=4), **common)
     steps = round(args.periods * M2 / args.dt)
     n_dofs = hybrid.W.dofmap.index_map.size_global
     log(f"bay: {n_dofs} dofs (P2-P1), {mesh.topology.index_map(2).size_global} triangles, {COMM.size} rank(s); "
         f"{steps} steps of {args.dt:.0f} s per run")
-    gauges = {m: m.gauge_sensors(GAUGES) for m in (truth, hybrid)}
+    gauges = {m: m.sensors(GAUGES) for m in (truth, hybrid)}
 
     # -- data from the hidden truth --------------------------------------------------------------
     with torch.no_grad():

@@ -73,12 +73,12 @@ def poisson():
 def test_linear_detection_and_fixed_operator(poisson):
     assert poisson.op.linear
     p = poisson.op.problem
-    assert not p._operator_fixed   # the operator depends on the control k
+    assert not p.shares_factorisation   # the operator depends on the control k
     V = poisson.V
     u, v, f = fem.Function(V), ufl.TestFunction(V), fem.Function(V)
     op = dnf.fem_operator(ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx - f * v * ufl.dx, u,
                           controls=[f], bcs=[_boundary_bc(V)])
-    assert op.linear and op.problem._operator_fixed and op.problem.symmetric is None
+    assert op.linear and op.problem.shares_factorisation and op.problem.symmetric is None
     op(poisson.f0)
     assert op.problem.symmetric is True
 
@@ -126,7 +126,7 @@ def test_newton_taylor_and_adjoint_options():
 def test_newton_converges_quadratically():
     p = Poisson(newton=True)
     p.op(p.f0, p.k0, p.c0)
-    snes = p.op.problem._newton.solver
+    snes = p.op.problem.solver
     assert snes.getConvergedReason() > 0
     assert snes.getIterationNumber() <= 6
 
@@ -384,3 +384,48 @@ def test_affine_right_hand_side_matches_assembly_and_follows_its_inputs():
     agree()
     g.x.array[:] *= 2.0                                 # the boundary values
     agree()
+
+
+def test_solver_options_one_object_or_keywords():
+    """``solver=SolverOptions(...)`` and the same names as keywords build the same solver;
+    keywords lie over the object; an unknown name says which are known."""
+    p = Poisson(n=6)
+    u, v = p.u, ufl.TestFunction(p.V)
+    gmres = {"ksp_type": "gmres", "pc_type": "jacobi", "ksp_rtol": 1e-12}
+    F = ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx - p.f * v * ufl.dx
+    by_object = dnf.fem_operator(F, u, controls=[p.f], bcs=[_boundary_bc(p.V)],
+                                 solver=dnf.SolverOptions(petsc_options=gmres, direct_rtol=1e-8))
+    by_keywords = dnf.fem_operator(F, u, controls=[p.f], bcs=[_boundary_bc(p.V)], petsc_options=gmres)
+    over = dnf.fem_operator(F, u, controls=[p.f], bcs=[_boundary_bc(p.V)],
+                            solver=dnf.SolverOptions(petsc_options=gmres), petsc_options=None)
+    assert by_object.solver.getType() == by_keywords.solver.getType() == "gmres"
+    assert by_object.problem.solver_options.direct_rtol == 1e-8
+    assert over.solver.getType() == "preonly"          # petsc_options=None: the default again
+    a, b = by_object(p.f0), by_keywords(p.f0)
+    assert float((a - b).norm()) <= 1e-9 * float(b.norm())
+    with pytest.raises(TypeError, match="unknown solver option.*'petsc_option'.*expected some of"):
+        dnf.fem_operator(F, u, controls=[p.f], petsc_option=gmres)
+    with pytest.raises(ValueError, match="initial_guess"):
+        dnf.SolverOptions(initial_guess="last")
+    for op in (by_object, by_keywords, over, p.op):
+        op.destroy()
+
+
+def test_counts_say_what_the_operator_did(poisson):
+    """A fixed operator: one assembly for all forward and adjoint solves, batched ones counted
+    one per right-hand side."""
+    V = poisson.V
+    u, v, f = fem.Function(V), ufl.TestFunction(V), fem.Function(V)
+    op = dnf.fem_operator(ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx - f * v * ufl.dx, u,
+                          controls=[f], bcs=[_boundary_bc(V)])
+    f0 = poisson.f0.clone().requires_grad_(True)
+    op(f0).sum().backward()
+    op(torch.stack([f0, 2 * f0])).sum().backward()
+    c = op.counts
+    assert (c.assemblies, c.forward_solves, c.adjoint_solves, c.newton_iterations) == (1, 3, 3, 0), c
+    with pytest.raises(AttributeError):
+        c.assemblies = 0                                  # read-only
+    op.problem.forget_operator()
+    op(f0)
+    assert op.counts.assemblies == 2
+    op.destroy()

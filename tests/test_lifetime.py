@@ -122,14 +122,14 @@ def _monodomain(comm):
 
     model = Monodomain(_square(comm), AlievPanfilov(), dt=0.1, diffusivity=0.1,
                        stimuli=[Stimulus(centre=(0.0, 0.0), radius=0.3)])
-    return model, model.diffusion, lambda: model.step(model.initial_state(), 0)
+    return model, model.operator, lambda: model.step(model.initial_state(), 0)
 
 
 def _transport(comm):
     from deepnum_fem.models import Transport
 
     model = Transport(_square(comm), (1.0, 0.0), dt=0.1, diffusivity=0.01)
-    return model, model.step_operator, lambda: model.step(model.zeros())
+    return model, model.operator, lambda: model.step(model.zeros())
 
 
 def _shallow_water(comm):
@@ -140,8 +140,8 @@ def _shallow_water(comm):
     mesh.topology.create_connectivity(fdim, fdim + 1)
     facets = dolfinx.mesh.exterior_facet_indices(mesh.topology)
     tags = dolfinx.mesh.meshtags(mesh, fdim, facets, np.ones(len(facets), dtype=np.int32))
-    model = ShallowWater(mesh, tags, 10.0, dt=20.0)
-    return model, model.step_operator, lambda: model.step(model.initial_state())
+    model = ShallowWater(mesh, 10.0, facet_tags=tags, dt=20.0)
+    return model, model.operator, lambda: model.step(model.initial_state())
 
 
 @pytest.mark.parametrize("make", [_monodomain, _transport, _shallow_water], ids=["monodomain", "transport",

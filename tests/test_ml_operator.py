@@ -71,11 +71,11 @@ def test_exact_closures_match_ufl(s):
     op_ufl = dnf.fem_operator(F_ufl, u, controls=[f], bcs=[s.bc], initial_guess="zero")
     assert not op_ml.linear
     u_ml = op_ml(s.f0)
-    its_ml = op_ml.problem._newton.solver.getIterationNumber()
+    its_ml = op_ml.problem.solver.getIterationNumber()
     u_ufl = op_ufl(s.f0)
     assert float(dnf.parallel.sum((u_ml - u_ufl).abs().max())) < 1e-10
     assert float(dnf.parallel.sum(u_ml.abs().max())) > 0.5          # a genuinely nonlinear regime
-    assert its_ml == op_ufl.problem._newton.solver.getIterationNumber()
+    assert its_ml == op_ufl.problem.solver.getIterationNumber()
     # two ml_operators in one residual: gradients w.r.t. the source
     rates = dnf.taylor_test(lambda m: s.J(op_ml(m)), s.f0, s.rand())
     assert min(rates) > 1.9, rates
@@ -87,7 +87,7 @@ def test_newton_converges_quadratically(s):
     op = dnf.fem_operator((ufl.inner(ufl.grad(u), ufl.grad(v)) + N * v - f * v) * ufl.dx, u, controls=[f],
                           bcs=[s.bc], initial_guess="zero",
                           petsc_options={"snes_rtol": 1e-14, "snes_atol": 1e-13})
-    snes = op.problem._newton.solver
+    snes = op.problem.solver
     snes.setConvergenceHistory()
     op(3 * s.f0)
     r = snes.getConvergenceHistory()[0]

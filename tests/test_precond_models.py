@@ -67,7 +67,7 @@ def test_monodomain_with_a_learned_preconditioner_matches_the_direct_solver(comm
     _, v_ref, scale_ref, loss_ref = _monodomain_rollout(comm, None)
     loss_ref.backward()
     model, v, scale, loss = _monodomain_rollout(comm, {**CG, **options})
-    ksp = model.diffusion.problem.ksp
+    ksp = model.operator.problem.ksp
     assert ksp.getType() == "cg"
     forward = _python_pc_applications(ksp, kind)
     loss.backward()
@@ -82,7 +82,7 @@ def test_monodomain_takes_any_factorisation_preconditioner(comm):
     with torch.no_grad():
         model, v, _, _ = _monodomain_rollout(comm, {**CG, **ILU}, steps=2)
         _, v_ref, _, _ = _monodomain_rollout(comm, None, steps=2)
-    assert model.diffusion.problem.ksp.getPC().getType() == ILU["pc_type"]
+    assert model.operator.problem.ksp.getPC().getType() == ILU["pc_type"]
     assert _relative(v.detach(), v_ref.detach(), comm) < 1e-8
 
 
@@ -93,7 +93,7 @@ def _basin_rollout(comm, petsc_options, steps=3):
     mesh = dolfinx.mesh.create_rectangle(comm, [[0.0, 0.0], [1000.0, 800.0]], [6, 4])
     hb = dolfinx.fem.Function(dolfinx.fem.functionspace(mesh, ("Lagrange", 1)))
     hb.interpolate(lambda x: 6.0 + 6.0 * x[0] / 1000.0)
-    model = ShallowWater(mesh, None, hb, dt=20.0, coriolis=1e-4, viscosity=1.0, petsc_options=petsc_options)
+    model = ShallowWater(mesh, hb, dt=20.0, coriolis=1e-4, viscosity=1.0, petsc_options=petsc_options)
     state0 = model.initial_state(lambda x: 0.5 * np.exp(-((x[0] - 300) ** 2 + (x[1] - 400) ** 2) / (2 * 150.0**2)))
     drag = torch.tensor(0.0025, dtype=torch.float64, requires_grad=True)
     _, states = model.simulate(steps, state0, drag=drag, observe=lambda w, k: w)
@@ -107,12 +107,12 @@ def _basin_rollout(comm, petsc_options, steps=3):
 def test_shallow_water_newton_with_gmres_matches_mumps(comm, pc):
     _, ref, grad_ref = _basin_rollout(comm, None)
     model, states, grad = _basin_rollout(comm, {**GMRES, **(FSAI if pc == "fsai" else ILU)})
-    problem = model.step_operator.problem
-    newton_ksp = problem._newton.solver.getKSP()
-    assert newton_ksp.getType() == "gmres" and problem.adj_ksp.getType() == "gmres"
+    problem = model.operator.problem
+    newton_ksp = problem.solver.getKSP()
+    assert newton_ksp.getType() == "gmres" and problem.adjoint_solver.getType() == "gmres"
     if pc == "fsai":
         assert _python_pc_applications(newton_ksp) > 0
-        assert _python_pc_applications(problem.adj_ksp) > 0          # the transposed adjoint solves
+        assert _python_pc_applications(problem.adjoint_solver) > 0          # the transposed adjoint solves
     else:
         assert newton_ksp.getPC().getType() == ILU["pc_type"]
     assert _relative(states, ref, comm) < 1e-8
@@ -136,8 +136,8 @@ def test_shallow_water_fieldsplit_with_a_learned_schur_preconditioner_matches_mu
     drag gradient (transposed solves through the same preconditioner) of the direct solver."""
     _, ref, grad_ref = _basin_rollout(comm, None)
     model, states, grad = _basin_rollout(comm, ShallowWater.fieldsplit_options("learned"))
-    problem = model.step_operator.problem
-    newton, adjoint = problem._newton.solver.getKSP(), problem.adj_ksp
+    problem = model.operator.problem
+    newton, adjoint = problem.solver.getKSP(), problem.adjoint_solver
     u_field = newton.getPC().getFieldSplitSubIS("u")
     assert u_field.getSize() == comm.allreduce(model.n_u) and u_field.getLocalSize() == model.n_u
     twolevel = _schur_twolevel(newton)

@@ -45,7 +45,7 @@ def test_lake_at_rest_stays_at_rest_over_a_bump(comm):
     """Level 0.5 m over a Gaussian bump, friction, Coriolis, viscosity: the first Newton solve
     starts from zero and must find the rest state; 100 steps keep it to round-off."""
     mesh = dolfinx.mesh.create_rectangle(comm, [[0.0, 0.0], [1000.0, 1000.0]], [6, 6])
-    model = ShallowWater(mesh, _box_tags(mesh, False), _bump(mesh), dt=20.0, coriolis=1e-4,
+    model = ShallowWater(mesh, _bump(mesh), facet_tags=_box_tags(mesh, False), dt=20.0, coriolis=1e-4,
                          drag=0.0025, viscosity=1.0)
     state0 = model.initial_state(0.5)
     with torch.no_grad():
@@ -60,9 +60,9 @@ def test_standing_wave_period_gives_the_gravity_wave_speed(comm):
     period = 2 * L / math.sqrt(g * depth)
     steps_per_period = 50
     mesh = dolfinx.mesh.create_rectangle(comm, [[0.0, 0.0], [L, 10.0]], [32, 2])
-    model = ShallowWater(mesh, _box_tags(mesh, False), depth, dt=period / steps_per_period, g=g,
+    model = ShallowWater(mesh, depth, facet_tags=_box_tags(mesh, False), dt=period / steps_per_period, g=g,
                          drag=0.0, viscosity=0.0)
-    gauge = model.gauge_sensors(np.array([[0.0, 5.0]]))
+    gauge = model.sensors(np.array([[0.0, 5.0]]))
     with torch.no_grad():
         _, series = model.simulate(int(1.35 * steps_per_period),
                                    model.initial_state(lambda x: amplitude * np.cos(np.pi * x[0] / L)),
@@ -81,7 +81,7 @@ def test_standing_wave_period_gives_the_gravity_wave_speed(comm):
 def test_volume_is_conserved_in_a_closed_basin(comm):
     """A 2 m hump on 10 m over a bump (nonlinear), friction and Coriolis: ∫ η dx is constant."""
     mesh = dolfinx.mesh.create_rectangle(comm, [[0.0, 0.0], [1000.0, 1000.0]], [8, 8])
-    model = ShallowWater(mesh, _box_tags(mesh, False), _bump(mesh, height=3.0), dt=5.0, coriolis=1e-4,
+    model = ShallowWater(mesh, _bump(mesh, height=3.0), facet_tags=_box_tags(mesh, False), dt=5.0, coriolis=1e-4,
                          drag=0.0025, viscosity=1.0)
     state0 = model.initial_state(lambda x: 2.0 * np.exp(-((x[0] - 400) ** 2 + (x[1] - 450) ** 2) / (2 * 150.0**2)))
     with torch.no_grad():
@@ -100,9 +100,9 @@ def _tidal_bay(comm, n=(6, 4), drag=0.0025, **kwargs):
     """A 1000 x 800 m basin over a bump, open to a two-constituent tide at x = 1000."""
     mesh = dolfinx.mesh.create_rectangle(comm, [[0.0, 0.0], [1000.0, 800.0]], list(n))
     tide = [(0.1, 3000.0, 0.0), (0.05, 2000.0, 1.0)]
-    model = ShallowWater(mesh, _box_tags(mesh, True), _bump(mesh, centre=(500.0, 400.0)), dt=20.0,
+    model = ShallowWater(mesh, _bump(mesh, centre=(500.0, 400.0)), facet_tags=_box_tags(mesh, True), dt=20.0,
                          coriolis=1e-4, drag=drag, viscosity=1.0, tide=tide, **kwargs)
-    return model, model.gauge_sensors(GAUGES)
+    return model, model.sensors(GAUGES)
 
 
 def _gauge_loss(model, gauges, drag, steps=50, checkpoint_every=10):
@@ -146,9 +146,9 @@ def test_taylor_drag_field_through_50_newton_steps(comm):
     field = dolfinx.fem.Function(D)
     field.x.array[:] = 0.0025
     mesh = mesh_model.mesh
-    model = ShallowWater(mesh, _box_tags(mesh, True), _bump(mesh, centre=(500.0, 400.0)), dt=20.0,
+    model = ShallowWater(mesh, _bump(mesh, centre=(500.0, 400.0)), facet_tags=_box_tags(mesh, True), dt=20.0,
                          coriolis=1e-4, drag=field, viscosity=1.0, tide=mesh_model.tide)
-    gauges = model.gauge_sensors(GAUGES)
+    gauges = model.sensors(GAUGES)
     n = dnf.convert.n_owned(field)
     m = torch.full((n,), 0.0025, dtype=torch.float64)
     dm = 0.002 * torch.rand(n, dtype=torch.float64)
@@ -202,9 +202,9 @@ def test_the_tide_enters_the_bundled_bay(comm):
     data = load_coast(comm)
     hb = bathymetry_function(dolfinx.fem.functionspace(data.mesh, ("Lagrange", 1)), shelf_bathymetry)
     m2 = 44712.0
-    model = ShallowWater(data.mesh, data.facet_tags, hb, dt=300.0, coriolis=1e-4, viscosity=10.0,
+    model = ShallowWater(data, hb, dt=300.0, coriolis=1e-4, viscosity=10.0,
                          tide=[(1.0, m2, 0.0)], t0=-m2 / 4)      # starts at mean level, rising
-    gauges = model.gauge_sensors(np.array([[15000.0, 6000.0], [3000.0, 6000.0]]))   # mouth, head
+    gauges = model.sensors(np.array([[15000.0, 6000.0], [3000.0, 6000.0]]))   # mouth, head
     with torch.no_grad():
         state, series = model.simulate(4, observe=lambda w, k: gauges(w))
     mouth, head = series[:, 0].numpy(), series[:, 1].numpy()
@@ -235,12 +235,12 @@ def test_bad_input_gives_clear_errors(comm):
     with pytest.raises(ShapeError, match=r"state of shape \(\d+,\)"):
         model.step(torch.zeros(model.n + 1, dtype=torch.float64))
     with pytest.raises(ValueError, match="theta"):
-        ShallowWater(model.mesh, None, 10.0, dt=1.0, theta=0.4)
+        ShallowWater(model.mesh, 10.0, dt=1.0, theta=0.4)
     with pytest.raises(ValueError, match="open-sea tag"):
-        ShallowWater(model.mesh, None, 10.0, dt=1.0, tide=[(1.0, 100.0, 0.0)])
+        ShallowWater(model.mesh, 10.0, dt=1.0, tide=[(1.0, 100.0, 0.0)])
     # a dry point at one corner, on one rank's part of the mesh: every rank raises
     dry = _bump(model.mesh, depth=10.0, height=12.0, centre=(0.0, 0.0), width=50.0)
-    dry_model = ShallowWater(model.mesh, None, dry, dt=1.0)
+    dry_model = ShallowWater(model.mesh, dry, dt=1.0)
     with pytest.raises(ValueError, match="depth"):
         dry_model.step(dry_model.initial_state())
     with pytest.raises(ValueError, match="wetting and drying"):

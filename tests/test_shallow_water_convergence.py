@@ -60,7 +60,7 @@ def standing_wave_errors(comm, n: int, *, theta: float = 0.5, amplitude: float =
     t_end = FINAL * 2 * math.pi / omega
     steps = STEPS_PER_CELL * n
     mesh = dolfinx.mesh.create_rectangle(comm, [[0.0, 0.0], [L, W]], [n, max(1, n // 4)])
-    model = ShallowWater(mesh, _closed_tags(mesh), DEPTH, dt=t_end / steps, g=G, coriolis=0.0, drag=0.0,
+    model = ShallowWater(mesh, DEPTH, facet_tags=_closed_tags(mesh), dt=t_end / steps, g=G, coriolis=0.0, drag=0.0,
                          viscosity=0.0, theta=theta)
     with torch.no_grad():
         state, _ = model.simulate(steps, model.initial_state(lambda x: amplitude * np.cos(np.pi * x[0] / L)))

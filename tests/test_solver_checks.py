@@ -133,18 +133,18 @@ def test_a_users_iterative_solver_replaces_the_direct_default_in_models():
     with torch.no_grad():
         a, b = c0, c0
         for _ in range(5):
-            a, b = lu.step(a, source), gamg.step(b, source)
+            a, b = lu.step(a, source=source), gamg.step(b, source=source)
     scale = float(dnf.parallel.sum(a.abs().max()))
     assert scale > 0
     assert float(dnf.parallel.sum((a - b).abs().max())) < 1e-6 * scale * COMM.size
-    assert gamg.step_operator.problem.ksp.getType() != "preonly"
+    assert gamg.operator.problem.ksp.getType() != "preonly"
 
 
 def test_preonly_with_a_preconditioner_that_is_not_a_solver_is_an_error():
     model, source = _transport({"ksp_type": "preonly", "pc_type": "gamg"})
     with pytest.raises(dnf.SolverError, match="applies the preconditioner 'gamg' once"):
         with torch.no_grad():
-            model.step(torch.zeros(model.n, dtype=torch.float64), source)
+            model.step(torch.zeros(model.n, dtype=torch.float64), source=source)
 
 
 def test_a_newton_solve_whose_jacobian_is_singular_is_an_error():

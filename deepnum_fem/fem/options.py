@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 
-__all__ = ["DIRECT_LINEAR", "NEWTON", "solver_options"]
+from deepnum_fem.fem.checks import DIRECT_RTOL
+
+__all__ = ["DIRECT_LINEAR", "NEWTON", "SolverOptions", "solver_options"]
 
 #: A direct solve: MUMPS LU.
 DIRECT_LINEAR = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
@@ -38,3 +41,64 @@ def solver_options(user: Mapping | None, defaults: Mapping) -> dict:
                 options.setdefault(k, v)
     return options
 
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    """How an operation solves ``F(u; m) = 0`` and its adjoint: one object for every operation
+    and model (``dnf.fem_operator(F, u, solver=SolverOptions(...))``, ``Monodomain(...,
+    solver=...)``), or the same names as keyword arguments of :func:`deepnum_fem.fem_operator`.
+
+    Attributes:
+        petsc_options: Forward solver options. Linear problems default to MUMPS LU, nonlinear
+            ones to SNES Newton with MUMPS; combined with the defaults by :func:`solver_options`.
+        adjoint_petsc_options: The adjoint solve's options for a nonlinear problem (default:
+            the forward's linear-solver options); a linear problem's adjoint reuses its solver.
+        linear: Force the linearity detection (None: detect from the form).
+        symmetric: Declare the operator symmetric or not (None: measured when the operator
+            depends on no control, else unsymmetric: the adjoint is a transposed solve).
+        initial_guess: Newton starts from the ``"previous"`` solution or from ``"zero"``.
+        configure_ksp: Called on each KSP the operation solves with once its options are set
+            and before its first setup (e.g. to give a PCFIELDSPLIT its fields).
+        nullspace: For a linear operator singular on purpose: ``"constant"`` or Functions on
+            ``u``'s space spanning the null space of the operator and of its transpose.
+        direct_rtol: Largest true residual, relative to the right-hand side, accepted from a
+            direct (``preonly``) solve.
+        petsc_options_prefix: The solvers' PETSc options prefix (default: a unique one).
+        jit_options, form_compiler_options: Passed to ``dolfinx.fem.form``.
+    """
+
+    petsc_options: Mapping | None = None
+    adjoint_petsc_options: Mapping | None = None
+    linear: bool | None = None
+    symmetric: bool | None = None
+    initial_guess: str = "previous"
+    configure_ksp: Callable | None = None
+    nullspace: str | Sequence | None = None
+    direct_rtol: float = DIRECT_RTOL
+    petsc_options_prefix: str | None = None
+    jit_options: Mapping | None = None
+    form_compiler_options: Mapping | None = None
+
+    def __post_init__(self):
+        if self.initial_guess not in ("previous", "zero"):
+            raise ValueError(f"initial_guess must be 'previous' or 'zero', got {self.initial_guess!r}")
+        if not self.direct_rtol > 0:
+            raise ValueError(f"direct_rtol must be > 0, got {self.direct_rtol}")
+
+    @classmethod
+    def build(cls, solver: SolverOptions | None = None, **options) -> SolverOptions:
+        """``solver`` (or the defaults) with ``options`` set over it; an unknown name is a
+        ``TypeError`` that lists the known ones."""
+        if solver is not None and not isinstance(solver, SolverOptions):
+            raise TypeError(f"solver= must be a SolverOptions, got {type(solver).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unknown solver option(s) {unknown}; expected some of {sorted(known)}")
+        return replace(solver or cls(), **options)
+
+    def merged(self, **petsc_defaults) -> SolverOptions:
+        """A copy whose ``petsc_options`` lie over ``petsc_defaults`` (a model's own defaults,
+        e.g. Newton tolerances), key by key."""
+        return replace(self, petsc_options={**petsc_defaults, **dict(self.petsc_options or {})})

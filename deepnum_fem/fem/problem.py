@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from petsc4py import PETSc
 
@@ -22,7 +23,7 @@ from deepnum_fem.fem.dofs import n_owned, owned_array
 from deepnum_fem.fem.external import lower as lower_ml
 from deepnum_fem.fem.forms import ValueSnapshot, coefficients_and_constants, depends_on, is_constant
 from deepnum_fem.fem.nullspace import NullSpace
-from deepnum_fem.fem.options import DIRECT_LINEAR, NEWTON, solver_options
+from deepnum_fem.fem.options import DIRECT_LINEAR, NEWTON, SolverOptions, solver_options
 
 _prefix_counter = itertools.count()
 # Every problem by creation number, held until it is destroyed explicitly or at exit. Destroying a
@@ -73,6 +74,28 @@ def _options_in_database(prefix: str, options: dict):
             db.delValue(f"{prefix}{k}")
 
 
+@dataclasses.dataclass(frozen=True)
+class SolveCounts:
+    """What a problem has done since it was made (read-only; see :attr:`AdjointProblem.counts`).
+
+    Attributes:
+        assemblies: Operator (Jacobian) assemblies by this package, forward and adjoint; for a
+            direct solver each is one numerical factorisation at the next solve. Newton's own
+            Jacobian assemblies are in ``newton_iterations``.
+        forward_solves: Forward solves, a batched solve counting one per right-hand side.
+        newton_iterations: Newton iterations over all forward solves (0 for linear problems).
+        adjoint_solves: Adjoint solves, a batched solve counting one per right-hand side.
+        recycled_adjoints: Adjoint solves of a Newton problem preconditioned by the forward's
+            last factorisation instead of a factorisation of their own.
+    """
+
+    assemblies: int = 0
+    forward_solves: int = 0
+    newton_iterations: int = 0
+    adjoint_solves: int = 0
+    recycled_adjoints: int = 0
+
+
 class AdjointProblem:
     """A residual ``F(u; m) = 0`` that can be solved for ``u`` and differentiated in ``m``.
 
@@ -94,20 +117,20 @@ class AdjointProblem:
     """
 
     def __init__(self, F: ufl.Form, u: dolfinx.fem.Function, controls: Sequence, *,
-                 bcs: Sequence[dolfinx.fem.DirichletBC] = (), petsc_options: dict | None = None,
-                 adjoint_petsc_options: dict | None = None, linear: bool | None = None,
-                 symmetric: bool | None = None, petsc_options_prefix: str | None = None,
-                 initial_guess: str = "previous", configure_ksp: Callable[[PETSc.KSP], None] | None = None,
-                 nullspace: str | Sequence[dolfinx.fem.Function] | None = None, direct_rtol: float = checks.DIRECT_RTOL,
-                 jit_options: dict | None = None, form_compiler_options: dict | None = None):
-        if initial_guess not in ("previous", "zero"):
-            raise ValueError(f"initial_guess must be 'previous' or 'zero', got {initial_guess!r}")
+                 bcs: Sequence[dolfinx.fem.DirichletBC] = (), solver: SolverOptions | None = None):
+        solver = SolverOptions() if solver is None else solver
+        if not isinstance(solver, SolverOptions):
+            raise TypeError(f"solver= must be a SolverOptions, got {type(solver).__name__}")
+        self.solver_options = solver
+        initial_guess, linear, symmetric = solver.initial_guess, solver.linear, solver.symmetric
+        nullspace, configure_ksp = solver.nullspace, solver.configure_ksp
+        adjoint_petsc_options = solver.adjoint_petsc_options
         self.initial_guess = initial_guess
         self.u = u
         self.V = u.function_space
         self.bcs = list(bcs)
         self.comm = self.V.mesh.comm
-        opts = {"jit_options": jit_options, "form_compiler_options": form_compiler_options}
+        opts = {"jit_options": solver.jit_options, "form_compiler_options": solver.form_compiler_options}
         _check_controls(F, u, controls, self.bcs)
         F, self.ml_models = lower_ml(F)
         ml_data = [f for m in self.ml_models for f in m.data_functions]
@@ -129,9 +152,9 @@ class AdjointProblem:
                                               self.comm)
 
         number = next(_prefix_counter)
-        prefix = petsc_options_prefix or f"dnf_op{number}_"
+        prefix = solver.petsc_options_prefix or f"dnf_op{number}_"
         self.prefix = prefix
-        user = dict(petsc_options or {})
+        user = dict(solver.petsc_options or {})
         self.petsc_options = solver_options(user, DIRECT_LINEAR if self.linear else NEWTON)
         self.adjoint_petsc_options = (dict(adjoint_petsc_options) if adjoint_petsc_options is not None
                                       else solver_options(_ksp_options(user), DIRECT_LINEAR))
@@ -139,7 +162,7 @@ class AdjointProblem:
             raise DeepnumFemError("nullspace= is supported for linear problems; a Newton problem needs "
                                   "conditions that make its Jacobian non-singular")
         self.nullspace = NullSpace(self.V, nullspace) if nullspace is not None else None
-        self.checks = checks.SolveChecks(self.V.dofmap.index_map_bs, self.nullspace, direct_rtol,
+        self.checks = checks.SolveChecks(self.V.dofmap.index_map_bs, self.nullspace, solver.direct_rtol,
                                          linear=self.linear)
 
         self.F = dolfinx.fem.form(F, **opts)
@@ -194,9 +217,31 @@ class AdjointProblem:
         self._adj_assembled_for: object | None = None
         self._assembled_for: object | None = None   # token of the state the operator belongs to
         self._bc_mask = self._make_bc_mask()
+        self._counts = SolveCounts()
         self._number = number
         _live_problems[number] = self
         release_ufl_traversers()   # CPython 3.13.0 kept UFL's traversers, and so this mesh, alive
+
+    # -- what it holds and has done ------------------------------------------------------
+    @property
+    def counts(self) -> SolveCounts:
+        """Assemblies and solves so far (a snapshot; this rank's view, the same on every rank)."""
+        return self._counts
+
+    def _count(self, **increments: int) -> None:
+        self._counts = dataclasses.replace(
+            self._counts, **{k: getattr(self._counts, k) + v for k, v in increments.items()})
+
+    @property
+    def solver(self) -> PETSc.KSP | PETSc.SNES:
+        """The forward solver: the KSP of a linear problem, the SNES of a nonlinear one. Set its
+        options through ``petsc_options``; it is destroyed with the problem."""
+        return self.ksp if self.linear else self._newton.solver
+
+    @property
+    def adjoint_solver(self) -> PETSc.KSP:
+        """The KSP of the adjoint solves (a linear problem's forward KSP)."""
+        return self.adj_ksp
 
     # -- construction helpers -----------------------------------------------------------
     def _make_ksp(self, A: PETSc.Mat, prefix: str, options: dict) -> PETSc.KSP:
@@ -255,6 +300,7 @@ class AdjointProblem:
         return owned_array(self.u).copy()
 
     def _assemble_operator(self, A: PETSc.Mat) -> None:
+        self._count(assemblies=1)
         A.zeroEntries()
         dolfinx.fem.petsc.assemble_matrix(A, self.J, bcs=self.bcs)
         A.assemble()
@@ -265,6 +311,12 @@ class AdjointProblem:
     def _operator_is_current(self) -> bool:
         """Whether the values the operator depends on are those of its last assembly (collective)."""
         return self._operator_inputs.unchanged()
+
+    def forget_operator(self) -> None:
+        """Make the next solve assemble (and refactorise) the operator again, as when the values
+        it depends on have changed (collective; benchmarks time a cold step this way)."""
+        self._operator_inputs.forget()
+        self._assembled_for = self._adj_assembled_for = None
 
     @property
     def shares_factorisation(self) -> bool:
@@ -314,6 +366,7 @@ class AdjointProblem:
         self.checks.project(self.b.getArray())
         with self._solving(self.ksp):
             self.ksp.solve(self.b, self.x)
+        self._count(forward_solves=1)
         self.checks.solution(self.ksp, "forward linear solve", self.b, self.x)
         owned_array(self.u)[:] = -self.x.getArray(readonly=True)
         self.u.x.scatter_forward()
@@ -335,6 +388,7 @@ class AdjointProblem:
         with self._solving(self._newton.solver.getKSP()):
             self._newton.solve()
         snes = self._newton.solver
+        self._count(forward_solves=1, newton_iterations=max(snes.getIterationNumber(), 0))
         if self._callback_error is not None:
             self.u.x.array[:] = 0.0
             error, self._callback_error = self._callback_error, None
@@ -374,6 +428,7 @@ class AdjointProblem:
             self._assemble_residual()
             rhs[:, b] = self.b.getArray(readonly=True)
         states = -self._mat_solve(rhs, transpose=False, what="batched forward solve").T
+        self._count(forward_solves=len(samples))
         owned_array(self.u)[:] = states[-1]
         self.u.x.scatter_forward()
         return np.ascontiguousarray(states)
@@ -381,6 +436,7 @@ class AdjointProblem:
     def solve_adjoint_many(self, rhs: np.ndarray) -> np.ndarray:
         """Adjoint solves for a batch of cotangents ``rhs`` (B, n) with one ``KSPMatSolve``."""
         cols = np.asfortranarray((rhs * self._bc_mask).T)
+        self._count(adjoint_solves=cols.shape[1])
         return np.ascontiguousarray(
             self._mat_solve(cols, transpose=not self.symmetric, what="batched adjoint solve").T)
 
@@ -430,6 +486,7 @@ class AdjointProblem:
                     and self._solve_with(self._recycle_ksp, check=False))
         if not recycled:
             self._solve_with(ksp, check=True)
+        self._count(adjoint_solves=1, recycled_adjoints=int(bool(recycled)))
         self.set_adjoint(self.x.getArray(readonly=True))
 
     def _solve_with(self, ksp: PETSc.KSP, *, check: bool) -> bool:
@@ -501,8 +558,11 @@ class AdjointProblem:
     def destroy(self) -> None:
         """Destroy the PETSc objects (collective; safe to call twice). The problem is unusable after."""
         _live_problems.pop(self._number, None)
-        if self._newton is not None:
-            self._newton.__del__()          # its SNES, KSP (factorisation), matrix and vectors
+        if self._newton is not None:      # its SNES, KSP (factorisation), matrix and vectors
+            newton = self._newton
+            for obj in (newton.solver, newton.A, newton.P_mat, newton.b, newton.x):
+                if obj is not None:
+                    obj.destroy()
         for obj in (self.A, self.b, self.x, getattr(self, "adj_A", None), getattr(self, "_b0", None),
                     getattr(self, "_bm", None), self.ksp if self.linear else self.adj_ksp,
                     getattr(self, "_recycle_ksp", None)):

@@ -1,18 +1,21 @@
 """Application models built on the public API: cardiac electrophysiology (monodomain, ionic
 models, fibres), coastal shallow water, urban pollutant transport.
 
-The names below are also in their submodules: ``ionic`` (Aliev–Panfilov, Mitchell–Schaeffer,
+The three time-stepping models share one interface, :class:`TimeSteppingModel` (``base``):
+``initial_state``, ``step(state, k, **controls)``, ``simulate``, ``sensors``, ``write_xdmf``,
+``destroy``. The names below are also in their submodules: ``base``, ``ionic`` (Aliev–Panfilov, Mitchell–Schaeffer,
 hybrid), ``monodomain`` (the split model, stimuli, activation times), ``fibres`` (rule-based
 fibre fields), ``shallow_water`` and ``transport``.
 """
 
+from deepnum_fem.models.base import Domain, TimeSteppingModel
 from deepnum_fem.models.fibres import rule_based_fibres, transmural_coordinate
 from deepnum_fem.models.ionic import AlievPanfilov, HybridIonic, IonicModel, MitchellSchaeffer
 from deepnum_fem.models.monodomain import Monodomain, Stimulus, activation_times, soft_activation_times
 from deepnum_fem.models.shallow_water import GaugeSensors, LearnedDragLaw, ShallowWater
 from deepnum_fem.models.transport import NeuralEmission, Transport, gaussian_source, line_source, potential_flow
 
-__all__ = ["AlievPanfilov", "GaugeSensors", "HybridIonic", "IonicModel", "LearnedDragLaw", "MitchellSchaeffer",
-           "Monodomain", "NeuralEmission", "ShallowWater", "Stimulus", "Transport", "activation_times",
-           "gaussian_source", "line_source", "potential_flow", "rule_based_fibres", "soft_activation_times",
-           "transmural_coordinate"]
+__all__ = ["AlievPanfilov", "Domain", "GaugeSensors", "HybridIonic", "IonicModel", "LearnedDragLaw",
+           "MitchellSchaeffer", "Monodomain", "NeuralEmission", "ShallowWater", "Stimulus", "TimeSteppingModel",
+           "Transport", "activation_times", "gaussian_source", "line_source", "potential_flow", "rule_based_fibres",
+           "soft_activation_times", "transmural_coordinate"]

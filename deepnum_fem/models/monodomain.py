@@ -38,10 +38,10 @@ import ufl
 from deepnum_fem import parallel
 from deepnum_fem.convert import n_owned
 from deepnum_fem.errors import ShapeError
-from deepnum_fem.io import write_frames
+from deepnum_fem.fem.options import SolverOptions
+from deepnum_fem.models.base import Domain, PointSensorsOf, TimeSteppingModel, deprecated, model_solver
 from deepnum_fem.models.ionic import IonicModel
 from deepnum_fem.ops.fem_operator import fem_operator
-from deepnum_fem.ops.timestepping import rollout
 from deepnum_fem.sensors import point_weights
 
 __all__ = ["Monodomain", "Stimulus", "activation_times", "soft_activation_times"]
@@ -84,18 +84,23 @@ class Stimulus:
         return max(overlap, 0.0) / (t1 - t0)
 
 
-class Monodomain:
-    """Monodomain model on a mesh, with P1 potential (see the module docstring).
+class Monodomain(TimeSteppingModel):
+    """Monodomain model on a mesh, with P1 potential (see the module docstring); a
+    :class:`~deepnum_fem.models.base.TimeSteppingModel`.
+
+    The state is ``(1 + n_slow, n)``: the potential ``v`` and the ionic model's slow
+    variables at the owned nodes. Its control, when built with ``conductivity_scale``, is
+    ``scale``: the owned dofs of that Function.
 
     Args:
-        mesh: The tissue (mm).
+        domain: The tissue (mm): a ``MeshData`` (``dnf.io.load_left_ventricle()``; its
+            boundaries are then known by name) or a mesh.
         ionic: The ionic model (``deepnum_fem.models.ionic``), possibly a :class:`HybridIonic`.
         dt: Time step (ms).
         diffusivity: ``D_l`` or ``(D_l, D_t)`` in mm²/ms (isotropic without ``fibres``).
         fibres: Unit fibre field (a vector Function, e.g. DG0), or None for isotropic tissue.
-        conductivity_scale: A scalar Function ``s`` multiplying ``D``; a control of the
-            diffusion step, so its tensor (passed to :meth:`step`/:meth:`simulate`) receives
-            gradients. None: ``s = 1``.
+        conductivity_scale: A scalar Function ``s`` multiplying ``D``; the ``scale`` control.
+            None: ``s = 1``.
         stimuli: Default stimulus protocol.
         theta: 1 backward Euler (default), 0.5 Crank–Nicolson.
         splitting: ``"godunov"`` or ``"strang"``.
@@ -105,16 +110,21 @@ class Monodomain:
             any PETSc KSP/PC, used by the adjoint too, e.g. CG + a preconditioner for large
             meshes: ``{"ksp_type": "cg", "ksp_rtol": 1e-12, "pc_type": "python",
             "pc_python_type": "deepnum_fem.precond.fsai.LearnedFSAI"}`` (the operator is SPD).
+        solver: All the solver settings as one :class:`~deepnum_fem.SolverOptions` (instead
+            of ``petsc_options``).
         reaction_substeps: Reaction sub-steps per (half) step.
+        t0: Time (ms) of the state at step 0 (the stimuli's clock).
+        facet_tags: Facet tags, when ``domain`` is a bare mesh.
     """
 
-    def __init__(self, mesh: dolfinx.mesh.Mesh, ionic: IonicModel, *, dt: float,
+    def __init__(self, domain, ionic: IonicModel, *, dt: float,
                  diffusivity: float | tuple[float, float] = 0.1,
                  fibres: dolfinx.fem.Function | None = None,
                  conductivity_scale: dolfinx.fem.Function | None = None,
                  stimuli: Sequence[Stimulus] = (), theta: float = 1.0, splitting: str = "godunov",
                  lumped_mass: bool = False, petsc_options: dict | None = None,
-                 reaction_substeps: int = 1):
+                 solver: SolverOptions | None = None, reaction_substeps: int = 1, t0: float = 0.0,
+                 facet_tags: dolfinx.mesh.MeshTags | None = None):
         if splitting not in ("godunov", "strang"):
             raise ValueError(f"splitting must be 'godunov' or 'strang', got {splitting!r}")
         if not 0.0 <= theta <= 1.0:
@@ -122,15 +132,17 @@ class Monodomain:
         if dt <= 0 or reaction_substeps < 1:
             raise ValueError(f"dt > 0 and reaction_substeps >= 1 expected, got dt={dt}, "
                              f"reaction_substeps={reaction_substeps}")
-        self.mesh, self.ionic, self.dt = mesh, ionic, float(dt)
+        self._domain = Domain.of(domain, facet_tags)
+        mesh = self.mesh = self._domain.mesh
+        self.ionic, self.dt, self.t0 = ionic, float(dt), float(t0)
         self.theta, self.splitting, self.reaction_substeps = theta, splitting, reaction_substeps
-        self.comm = mesh.comm
         self.V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
         self.n = n_owned(dolfinx.fem.Function(self.V))
         self.coordinates = self.V.tabulate_dof_coordinates()[: self.n]
         self.v = dolfinx.fem.Function(self.V, name="v")
         self.v_star = dolfinx.fem.Function(self.V, name="v_after_reaction")
         self.conductivity_scale = conductivity_scale
+        self.controls = ("scale",) if conductivity_scale is not None else ()
         self.D = self._conductivity(diffusivity, fibres)
         if conductivity_scale is not None:
             self.D = conductivity_scale * self.D
@@ -144,9 +156,15 @@ class Monodomain:
         controls = [self.v_star] + ([conductivity_scale] if conductivity_scale is not None else [])
         # M + θ dt K is symmetric (D is): the adjoint is the forward solve, whatever the solver.
         # No options: fem_operator's MUMPS LU; options naming a KSP or PC replace it entirely.
-        self.diffusion = fem_operator(F, self.v, controls=controls, petsc_options=petsc_options, linear=True,
-                                      symmetric=True)
+        self._operator = fem_operator(F, self.v, controls=controls, linear=True, symmetric=True,
+                                      solver=model_solver(solver, petsc_options))
         self.stimuli = list(stimuli)
+
+    @property
+    def diffusion(self):
+        """Deprecated name of :attr:`operator`."""
+        deprecated("Monodomain.diffusion", "Monodomain.operator")
+        return self._operator
 
     def _conductivity(self, diffusivity, fibres):
         d = self.mesh.geometry.dim
@@ -166,6 +184,15 @@ class Monodomain:
     def initial_state(self, *, device: torch.device | str | None = None) -> torch.Tensor:
         """The resting state of the owned nodes, shape ``(1 + n_slow, n_owned)``, float64."""
         return self.ionic.initial_state(self.n, device=device)
+
+    @property
+    def state_shape(self) -> tuple[int, int]:
+        return (1 + self.ionic.n_slow, self.n)
+
+    def control(self, name: str) -> torch.Tensor:
+        """The conductivity scale's current owned dofs (``name="scale"``)."""
+        self._check_control_names({name: None}, "control")
+        return torch.from_numpy(self.conductivity_scale.x.array[: n_owned(self.conductivity_scale)].copy())
 
     def stimulus_masks(self, stimuli: Sequence[Stimulus]) -> torch.Tensor:
         """``(len(stimuli), n_owned)`` masks times amplitudes (float64)."""
@@ -188,29 +215,44 @@ class Monodomain:
             state = self.ionic.step(state, h, self.stimulus_at(stimuli, masks, a, a + h, state))
         return state
 
-    def _diffuse(self, state: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    def _diffuse(self, state: torch.Tensor, controls: dict[str, torch.Tensor]) -> torch.Tensor:
         device = state.device
         v_star = state[0].to("cpu", torch.float64)
-        inputs = [v_star] if self.conductivity_scale is None else [v_star, self._check_scale(scale)]
-        v = self.diffusion(*inputs).to(device=device, dtype=state.dtype)
+        inputs = [v_star] + [controls[name].to("cpu", torch.float64) for name in self.controls]
+        v = self._operator(*inputs).to(device=device, dtype=state.dtype)
         return torch.cat([v[None], state[1:]])
 
-    def _check_scale(self, scale: torch.Tensor | None) -> torch.Tensor:
-        if scale is None:
-            raise ValueError("this model has a conductivity_scale control: pass its tensor as scale=")
-        return scale.to("cpu", torch.float64)
+    def step(self, state: torch.Tensor, k: int = 0, *legacy, stimuli: Sequence[Stimulus] | None = None,
+             masks: torch.Tensor | None = None, **controls: torch.Tensor | None) -> torch.Tensor:
+        """Advance ``state`` over ``[t0 + k dt, t0 + (k + 1) dt]`` (collective).
 
-    def step(self, state: torch.Tensor, k: int, scale: torch.Tensor | None = None, *,
-             stimuli: Sequence[Stimulus] | None = None, masks: torch.Tensor | None = None,
-             t0: float = 0.0) -> torch.Tensor:
-        """Advance ``state`` over ``[t0 + k dt, t0 + (k + 1) dt]``."""
+        ``scale``: the conductivity scale's tensor (when the model has that control; default
+        its current value). ``stimuli`` replaces the model's protocol for this step;
+        ``masks`` are their :meth:`stimulus_masks` (computed when not given).
+        """
+        if legacy:
+            deprecated("Monodomain.step(state, k, scale)", "Monodomain.step(state, k, scale=scale)")
+            controls["scale"] = legacy[0]
+        if "t0" in controls:
+            deprecated("Monodomain.step(..., t0=)", "Monodomain(..., t0=)")
+            t_origin = controls.pop("t0")
+        else:
+            t_origin = self.t0
+        self._check_alive()
+        self._check_control_names(controls, "step")
+        return self._advance(state, int(k), self._control_values(controls, state), stimuli, masks, t_origin)
+
+    def _step(self, state: torch.Tensor, k: int, controls: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._advance(state, k, controls, None, None, self.t0)
+
+    def _advance(self, state, k, controls, stimuli, masks, t_origin) -> torch.Tensor:
         stimuli = self.stimuli if stimuli is None else stimuli
         masks = self.stimulus_masks(stimuli) if masks is None else masks
-        t = t0 + k * self.dt
+        t = t_origin + k * self.dt
         half = self.dt if self.splitting == "godunov" else 0.5 * self.dt
         error, state = self._react_checked(state, t, half, stimuli, masks)
         parallel.raise_on_any_rank(error, self.comm)   # a bad state or network fails every rank
-        state = self._diffuse(state, scale)
+        state = self._diffuse(state, controls)
         if self.splitting == "strang":
             error, state = self._react_checked(state, t + half, half, stimuli, masks)
             parallel.raise_on_any_rank(error, self.comm)
@@ -226,29 +268,36 @@ class Monodomain:
             return e, state
 
     def simulate(self, n_steps: int, state0: torch.Tensor | None = None, *,
-                 scale: torch.Tensor | None = None, stimuli: Sequence[Stimulus] | None = None,
+                 stimuli: Sequence[Stimulus] | None = None,
                  observe: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
-                 checkpoint_every: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Run ``n_steps`` steps from ``state0`` (rest by default); see :func:`dnf.rollout`.
-
-        ``observe(state, k)`` sees the state after step ``k`` (time ``(k + 1) dt``).
-        ``checkpoint_every`` bounds memory for long horizons: only every k-th state is kept
-        and blocks are recomputed in the backward pass.
-        """
+                 checkpoint_every: int | None = None,
+                 **controls) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run ``n_steps`` steps from ``state0`` (rest by default); see
+        :meth:`TimeSteppingModel.simulate`. ``stimuli`` replaces the model's protocol."""
+        self._check_control_names(controls, "simulate")
         stimuli = self.stimuli if stimuli is None else list(stimuli)
-        masks = self.stimulus_masks(stimuli)
         state0 = self.initial_state() if state0 is None else state0
-        return rollout(lambda s, k: self.step(s, k, scale, stimuli=stimuli, masks=masks),
-                       state0, n_steps, observe=observe, checkpoint_every=checkpoint_every)
+        return self._rollout(state0, n_steps, self._given(controls), observe, checkpoint_every, stimuli=stimuli,
+                             masks=self.stimulus_masks(stimuli))
 
     # -- observations -----------------------------------------------------------------------
-    def boundary_nodes(self, facet_tags: dolfinx.mesh.MeshTags, tags: Sequence[int]) -> torch.Tensor:
-        """Owned node indices on the facets carrying any of ``tags`` (int64 tensor)."""
+    def boundary_nodes(self, which, tags: Sequence[int] | None = None) -> torch.Tensor:
+        """Owned node indices (int64 tensor) on the boundaries ``which``: names of the mesh's
+        physical groups (``["ENDO", "EPI"]``) or tag values. The old form
+        ``boundary_nodes(facet_tags, tags)`` is deprecated."""
+        if isinstance(which, dolfinx.mesh.MeshTags):
+            deprecated("Monodomain.boundary_nodes(facet_tags, tags)", "Monodomain.boundary_nodes(names)")
+            facets = Domain(self.mesh, which).facets(list(tags or []))
+        else:
+            facets = self._domain.facets(which)
         tdim = self.mesh.topology.dim
         self.mesh.topology.create_connectivity(tdim - 1, tdim)
-        facets = np.concatenate([facet_tags.find(t) for t in tags]) if tags else np.zeros(0, np.int32)
         dofs = dolfinx.fem.locate_dofs_topological(self.V, tdim - 1, facets)
         return torch.from_numpy(np.sort(dofs[dofs < self.n]).astype(np.int64))
+
+    def sensors(self, points) -> PointSensorsOf:
+        """Point sensors of the potential ``v`` (P1 interpolation; collective)."""
+        return PointSensorsOf(self.V, points, lambda state: state[..., 0, :])
 
     def point_weights(self, points: np.ndarray) -> torch.Tensor:
         """Weights ``W`` (``(n_points, n_owned)``, float64) such that
@@ -278,15 +327,9 @@ class Monodomain:
             rows.append(vec.array[: self.n].copy())
         return torch.tensor(np.array(rows).reshape(len(rows), self.n))
 
-    def write_xdmf(self, path, frames: Sequence[tuple[float, torch.Tensor]]) -> None:
-        """Write ``v`` at the given ``(time, owned v)`` frames to an XDMF file (collective)."""
-        write_frames(path, self.V, frames, "v")
-
-    def destroy(self) -> None:
-        """Release the PETSc objects of the model's solver now, on all ranks together
-        (collective); the model cannot step afterwards."""
-        self.diffusion.destroy()
-
+    def _output(self):
+        # a frame holds a state, or (as before) the potential alone
+        return self.V, "v", lambda state: state if state.ndim == 1 else state[0]
 
 def activation_times(traces: torch.Tensor, dt: float, threshold: float = 0.5, *, t0: float = 0.0,
                      never: float | None = None) -> torch.Tensor:

@@ -21,12 +21,12 @@ coefficient.
 
 Boundaries (facet tags):
 
-* LAND (``land_tags``): no normal flow, imposed weakly. The continuity equation is
+* LAND (every boundary not open sea): no normal flow, imposed weakly. The continuity equation is
   integrated by parts, ``-∫ H u·∇q dx + ∫_open H u·n q ds``: there is no boundary term on
   land, which is the weak form of ``H u·n = 0``. The volume ``∫ η dx`` of a closed basin
   is then conserved exactly by every step (test function ``q = 1``), up to Newton's
   tolerance. Momentum has natural (free-slip, no-stress) conditions there.
-* OPEN SEA (``open_sea_tags``): the elevation ``η = η_tide(t)`` is imposed weakly through
+* OPEN SEA (``open_sea``): the elevation ``η = η_tide(t)`` is imposed weakly through
   the pressure term, integrated by parts on the open boundary only:
   ``∫ g∇η·v dx + ∫_open g (η_tide - η) v·n ds`` (= ``-∫ g η ∇·v dx + ∫_land g η v·n ds +
   ∫_open g η_tide v·n ds``). The flux through it is the interior ``H u·n`` of the
@@ -62,9 +62,11 @@ import ufl
 from deepnum_fem import parallel
 from deepnum_fem.convert import n_owned
 from deepnum_fem.errors import ShapeError
+from deepnum_fem.fem.options import NEWTON, SolverOptions
+from deepnum_fem.geometry import COAST_TAGS
+from deepnum_fem.models.base import Domain, TimeSteppingModel, deprecated, model_solver
 from deepnum_fem.ops.fem_operator import fem_operator
 from deepnum_fem.ops.ml_operator import ml_operator
-from deepnum_fem.ops.timestepping import rollout
 from deepnum_fem.sensors import PointSensors
 
 __all__ = ["GaugeSensors", "LearnedDragLaw", "ShallowWater", "speed", "tidal_elevation"]
@@ -162,12 +164,19 @@ class GaugeSensors:
         return parallel.sum(self.local(state), self.comm)
 
 
-class ShallowWater:
-    """Nonlinear shallow-water model (see the module docstring).
+class ShallowWater(TimeSteppingModel):
+    """Nonlinear shallow-water model (see the module docstring); a
+    :class:`~deepnum_fem.models.base.TimeSteppingModel`.
+
+    The state is the owned dofs of the mixed P2–P1 space ``(u, η)``, ``(n,)``
+    (:meth:`velocity` and :meth:`elevation` pick the fields out). Its control, unless the drag
+    is a learned law, is ``drag``: a 0-dim tensor for a coefficient, the owned dofs for a field.
 
     Args:
-        mesh: The 2D domain (metres).
-        facet_tags: Boundary facet tags (e.g. ``geometry.COAST_TAGS``: LAND = 1, OPEN_SEA = 2).
+        domain: The 2D domain (metres): a ``MeshData`` (``dnf.io.load_coast()``,
+            ``dnf.geometry.coastal_domain``; its boundaries are known by name), or a mesh
+            with ``facet_tags`` (named by ``geometry.COAST_TAGS``: LAND = 1, OPEN_SEA = 2).
+            The old form ``ShallowWater(mesh, facet_tags, bathymetry, ...)`` is deprecated.
         bathymetry: Still-water depth ``h_b`` (m, positive down): a scalar Function (any
             space on ``mesh``) or a number.
         dt: Time step (s).
@@ -183,23 +192,39 @@ class ShallowWater:
         wind_stress: Constant wind stress ``τ`` (N/m², a 2-tuple or a vector Function),
             divided by ``ρ H``; None: no wind. It is fixed in time (not a control).
         rho: Water density (kg/m³) for the wind term.
-        open_sea_tags, land_tags: Facet tag values of the two boundary kinds; facets with
-            other tags (or untagged) are treated as land.
+        open_sea: The open-sea boundaries (names or tag values); every other boundary is
+            land (a wall). ``open_sea_tags=`` is its deprecated name; ``land_tags=`` is
+            deprecated and unused.
         t0: Time (s) of the state at step 0 (the tide's phase origin).
         petsc_options: Newton options (default: SNES newtonls, MUMPS, rtol 1e-10, atol 1e-12).
             A KSP/PC named here replaces MUMPS, in the adjoint solves too; the Jacobian is not
             symmetric (GMRES). :meth:`fieldsplit_options` gives a block preconditioner: with
             ``pc_type fieldsplit`` the model names the fields ``u`` and ``eta`` on its solvers
             (options ``fieldsplit_u_*``, ``fieldsplit_eta_*``).
+        solver: All the solver settings as one :class:`~deepnum_fem.SolverOptions`.
         quadrature_degree: Of the step's forms (friction and wind are not polynomials).
     """
 
-    def __init__(self, mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags | None, bathymetry, *,
-                 dt: float, g: float = 9.81, coriolis: float = 0.0, drag=0.0025, viscosity: float = 1.0,
-                 theta: float = 0.6, tide: Sequence[tuple[float, float, float]] | None = None,
-                 wind_stress=None, rho: float = 1025.0, open_sea_tags: Sequence[int] = (2,),
-                 land_tags: Sequence[int] = (1,), t0: float = 0.0, petsc_options: dict | None = None,
-                 quadrature_degree: int = 4):
+    def __init__(self, domain, bathymetry, *legacy, dt: float, g: float = 9.81, coriolis: float = 0.0,
+                 drag=0.0025, viscosity: float = 1.0, theta: float = 0.6,
+                 tide: Sequence[tuple[float, float, float]] | None = None, wind_stress=None, rho: float = 1025.0,
+                 open_sea="OPEN_SEA", t0: float = 0.0, petsc_options: dict | None = None,
+                 solver: SolverOptions | None = None, quadrature_degree: int = 4,
+                 facet_tags: dolfinx.mesh.MeshTags | None = None, open_sea_tags=None, land_tags=None):
+        if legacy:
+            deprecated("ShallowWater(mesh, facet_tags, bathymetry, ...)",
+                       "ShallowWater(mesh_data, bathymetry, ...) or ShallowWater(mesh, bathymetry, facet_tags=...)")
+            facet_tags, bathymetry = bathymetry, legacy[0]
+        if open_sea_tags is not None:
+            deprecated("ShallowWater(open_sea_tags=)", "ShallowWater(open_sea=)")
+            open_sea = open_sea_tags
+        if land_tags is not None:
+            deprecated("ShallowWater(land_tags=)", "nothing: every boundary that is not open sea is land")
+        self._domain = Domain.of(domain, facet_tags)
+        if not self._domain.names:        # a bare mesh: the coast's convention
+            self._domain = Domain(self._domain.mesh, self._domain.facet_tags,
+                                  {k: v for k, v in COAST_TAGS.items()})
+        mesh, facet_tags = self._domain.mesh, self._domain.facet_tags
         if not (dt > 0 and math.isfinite(dt)):
             raise ValueError(f"dt must be a finite positive time step, got {dt}")
         if not 0.5 <= theta <= 1.0:
@@ -213,7 +238,7 @@ class ShallowWater:
         for c in tide:
             if len(c) != 3 or not c[1] > 0:
                 raise ValueError(f"tide constituents are (amplitude, period > 0, phase), got {c}")
-        self.mesh, self.comm = mesh, mesh.comm
+        self.mesh = mesh
         self.dt, self.theta, self.g, self.tide, self.t0 = float(dt), float(theta), float(g), tide, float(t0)
 
         # -- spaces: Taylor–Hood P2–P1 on one mixed space -----------------------------------
@@ -283,8 +308,7 @@ class ShallowWater:
         md = {"quadrature_degree": quadrature_degree}
         dx = ufl.dx(metadata=md)
         ds = ufl.Measure("ds", domain=mesh, subdomain_data=facet_tags, metadata=md)
-        self.open_sea_tags = tuple(int(t) for t in open_sea_tags)
-        self.land_tags = tuple(int(t) for t in land_tags)
+        self.open_sea_tags = self._domain.tags(open_sea)
         has_open = facet_tags is not None and self.comm.allreduce(
             sum(int(facet_tags.find(t).size) for t in self.open_sea_tags), op=MPI.SUM) > 0
         if self.tide and not has_open:
@@ -310,12 +334,12 @@ class ShallowWater:
             F += (gc * (self.eta_tide - eta_th) * ufl.dot(v, nvec) + H * ufl.dot(u_th, nvec) * q) * ds_open
 
         controls = [self.w_old] + ([self.drag] if self.drag is not None else [])
-        # the linear solver is fem_operator's MUMPS LU unless petsc_options name a KSP or PC
-        options = {"snes_type": "newtonls", "snes_linesearch_type": "none", "snes_rtol": 1e-10,
-                   "snes_atol": 1e-12, "snes_max_it": 30}
-        options.update(petsc_options or {})
-        self.step_operator = fem_operator(F, self.w, controls=controls, petsc_options=options, linear=False,
-                                          configure_ksp=self._name_fields)
+        self.controls = ("drag",) if self.drag is not None else ()
+        # Newton (fewer iterations allowed than fem_operator's default: a step that needs more
+        # is too long); its linear solver is MUMPS LU unless petsc_options name a KSP or PC
+        newton = {k: v for k, v in NEWTON.items() if k.startswith("snes_")} | {"snes_max_it": 30}
+        self._operator = fem_operator(F, self.w, controls=controls, linear=False, configure_ksp=self._name_fields,
+                                      solver=model_solver(solver, petsc_options, **newton))
 
         # ∫ η dx = eta_weights · state (exact for P1 η)
         weights = dolfinx.fem.assemble_vector(dolfinx.fem.form(q * ufl.dx))
@@ -427,48 +451,54 @@ class ShallowWater:
                              "wetting and drying is not supported (deepen the bathymetry, lower the "
                              "forcing, or shorten dt)")
 
-    def gauge_sensors(self, points) -> GaugeSensors:
+    def sensors(self, points) -> GaugeSensors:
         """Tide gauges at ``points`` (``(n, 2)``): ``η`` there from a state (see :class:`GaugeSensors`)."""
         return GaugeSensors(self, points)
 
-    def time(self, k: int) -> float:
-        """The time (s) at the end of step ``k``: ``t0 + (k + 1) dt``."""
-        return self.t0 + (k + 1) * self.dt
+    def gauge_sensors(self, points) -> GaugeSensors:
+        """Deprecated name of :meth:`sensors`."""
+        deprecated("ShallowWater.gauge_sensors", "ShallowWater.sensors")
+        return GaugeSensors(self, points)
+
+    def _output(self):
+        return self.Q, "eta", self.elevation
 
     # -- time stepping ----------------------------------------------------------------------------
-    def step(self, state: torch.Tensor, k: int = 0, drag: torch.Tensor | None = None) -> torch.Tensor:
-        """One step from ``state`` at ``t0 + k dt`` to ``t0 + (k + 1) dt``.
+    def step(self, state: torch.Tensor, k: int = 0, *legacy, **controls: torch.Tensor | None) -> torch.Tensor:
+        """One step from ``state`` at ``t0 + k dt`` to ``t0 + (k + 1) dt`` (collective).
 
-        ``drag``: the drag control's tensor (a 0-dim tensor for a Constant, the owned dofs for
-        a Function); None uses its current value (no gradient). Not allowed with a drag law.
+        ``drag=``: the drag control's tensor (a 0-dim tensor for a Constant, the owned dofs for
+        a Function); not given: its current value (no gradient). A model with a learned drag
+        law has no drag control. The old form ``step(state, k, drag)`` is deprecated.
         """
+        if legacy:
+            deprecated("ShallowWater.step(state, k, drag)", "ShallowWater.step(state, k, drag=drag)")
+            controls["drag"] = legacy[0]
+        if self.drag is None and controls.pop("drag", None) is not None:
+            raise ValueError("drag= given, but the model has a learned drag law (no drag control)")
+        return super().step(state, k, **controls)
+
+    def _step(self, state: torch.Tensor, k: int, controls: dict[str, torch.Tensor]) -> torch.Tensor:
         self._check_state(state, "step")
         self._check_depth(state, f"in the state before step {k}")
         t_a, t_b = self.t0 + k * self.dt, self.t0 + (k + 1) * self.dt
         self.eta_tide.value = (self.theta * tidal_elevation(self.tide, t_b)
                                + (1 - self.theta) * tidal_elevation(self.tide, t_a))
-        if self.drag is None:
-            if drag is not None:
-                raise ValueError("drag= given, but the model has a learned drag law (no drag control)")
-            out = self.step_operator(state)
-        else:
-            out = self.step_operator(state, self.drag_value().to(state) if drag is None else drag)
+        out = self._operator(state, *(controls[name] for name in self.controls))
         self._check_depth(out, f"after step {k}")
         return out
 
-    def simulate(self, n_steps: int, state0: torch.Tensor | None = None, *, drag: torch.Tensor | None = None,
-                 observe: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
-                 checkpoint_every: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Run ``n_steps`` steps from ``state0`` (rest by default); see :func:`dnf.rollout`.
+    def control(self, name: str) -> torch.Tensor:
+        """The drag control's current value (``name="drag"``): see :meth:`drag_value`."""
+        self._check_control_names({name: None}, "control")
+        return self.drag_value()
 
-        ``observe(state, k)`` sees the state after step ``k`` (time :meth:`time` ``(k)``), e.g.
-        ``gauges.local``; ``drag`` as in :meth:`step`.
-        """
-        state0 = self.initial_state() if state0 is None else state0
-        return rollout(lambda w, k: self.step(w, k, drag), state0, n_steps, observe=observe,
-                       checkpoint_every=checkpoint_every)
+    @property
+    def state_shape(self) -> tuple[int]:
+        return (self.n,)
 
-    def destroy(self) -> None:
-        """Release the PETSc objects of the model's solver now, on all ranks together
-        (collective); the model cannot step afterwards."""
-        self.step_operator.destroy()
+    @property
+    def step_operator(self):
+        """Deprecated name of :attr:`operator`."""
+        deprecated("ShallowWater.step_operator", "ShallowWater.operator")
+        return self._operator

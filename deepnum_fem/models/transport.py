@@ -6,9 +6,9 @@ For a concentration ``c`` (e.g. µg/m³) in a wind field ``w`` (m/s),
 
 with eddy diffusivity ``K`` (m²/s, optionally times a scale field that is a control), first-order
 loss rate ``k`` (1/s: deposition, chemistry) and emission rate density ``S`` (µg/m³/s), a
-control of every step. Boundaries: a prescribed concentration where the ``dirichlet`` facets
-say (the inflow; usually the background 0), elsewhere zero diffusive flux (walls, buildings,
-outflow: what reaches the outflow is advected out).
+control of every step. Boundaries: a prescribed concentration on the ``dirichlet`` boundaries
+(by name, e.g. ``{"INFLOW": 0.0}``: the inflow, usually at the background 0), elsewhere zero
+diffusive flux (walls, buildings, outflow: what reaches the outflow is advected out).
 
 Discretisation: P1 in space with SUPG (streamline-upwind Petrov–Galerkin: the test function
 ``v + τ w·∇v`` on the element residual, ``τ = ((2/Δt)² + (2|w|/h)² + 9 (4K/h²)²)^(-1/2)``
@@ -42,25 +42,39 @@ import ufl
 from deepnum_fem import parallel
 from deepnum_fem.convert import n_owned
 from deepnum_fem.errors import ShapeError
+from deepnum_fem.fem.options import SolverOptions
 from deepnum_fem.io import write_frames
+from deepnum_fem.models.base import Domain, PointSensorsOf, TimeSteppingModel, deprecated, model_solver
 from deepnum_fem.ops.fem_operator import fem_operator
-from deepnum_fem.ops.timestepping import rollout
 
 __all__ = ["NeuralEmission", "Transport", "gaussian_source", "line_source", "potential_flow"]
 
 
-def potential_flow(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags, inflow: Sequence[int],
-                   outflow: Sequence[int], speed: float = 1.0, degree: int = 2) -> dolfinx.fem.Function:
+def potential_flow(domain, *legacy, inflow="INFLOW", outflow="OUTFLOW", speed: float = 1.0, degree: int = 2,
+                   facet_tags: dolfinx.mesh.MeshTags | None = None) -> dolfinx.fem.Function:
     """Irrotational, incompressible wind ``w = ∇φ`` around obstacles.
 
-    ``Δφ = 0`` with ``w·n = -speed`` on the ``inflow`` facets (wind enters at ``speed``),
-    ``φ = 0`` on the ``outflow`` facets (the wind leaves normal to them, the flux balances
+    ``Δφ = 0`` with ``w·n = -speed`` on the ``inflow`` boundaries (wind enters at ``speed``),
+    ``φ = 0`` on the ``outflow`` boundaries (the wind leaves normal to them, the flux balances
     by itself) and ``w·n = 0`` on every other boundary (walls, buildings). ``φ`` is P``degree``;
     ``w`` is returned exactly, as a discontinuous vector Function of degree ``degree - 1``.
+    ``domain`` is a ``MeshData`` (boundaries by name: ``"INFLOW"``) or a mesh with
+    ``facet_tags`` (boundaries by name or tag value). The old form ``potential_flow(mesh,
+    facet_tags, inflow, outflow)`` is deprecated.
 
     Potential flow has slip at walls and no wakes or recirculation: a cheap, smooth,
     divergence-free first guess of street-level wind, not a CFD solution.
     """
+    if legacy:
+        deprecated("potential_flow(mesh, facet_tags, inflow, outflow)",
+                   "potential_flow(mesh_data, inflow=names, outflow=names)")
+        old = dict(zip(("facet_tags", "inflow", "outflow", "speed", "degree"), legacy, strict=False))
+        facet_tags, inflow, outflow = (old.get("facet_tags", facet_tags), old.get("inflow", inflow),
+                                       old.get("outflow", outflow))
+        speed, degree = old.get("speed", speed), old.get("degree", degree)
+    where = Domain.of(domain, facet_tags)
+    mesh, facet_tags = where.mesh, where.facet_tags
+    inflow, outflow = where.tags(inflow), where.tags(outflow)
     tdim = mesh.topology.dim
     Q = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))
     phi, psi = ufl.TrialFunction(Q), ufl.TestFunction(Q)
@@ -74,7 +88,8 @@ def potential_flow(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags, i
         petsc_options={"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"},
         petsc_options_prefix="dnf_potential_flow_")
     potential = problem.solve().copy()
-    problem.__del__()   # now, on every rank together: a MUMPS factorisation's teardown is collective
+    for obj in (problem.solver, problem.A, problem.b, problem.x):
+        obj.destroy()   # now, on every rank together: a MUMPS factorisation's teardown is collective
     W = dolfinx.fem.functionspace(mesh, ("Discontinuous Lagrange", max(degree - 1, 0), (mesh.geometry.dim,)))
     w = dolfinx.fem.Function(W, name="wind")
     w.interpolate(dolfinx.fem.Expression(ufl.grad(potential), W.element.interpolation_points))
@@ -92,30 +107,43 @@ def _streamline_length(mesh: dolfinx.mesh.Mesh, w) -> ufl.core.expr.Expr:
     return ufl.conditional(total > 1e-12 * speed + 1e-300, 2.0 * speed / (total + 1e-300), ufl.CellDiameter(mesh))
 
 
-class Transport:
-    """Pollutant transport on a mesh (see the module docstring).
+class Transport(TimeSteppingModel):
+    """Pollutant transport on a mesh (see the module docstring); a
+    :class:`~deepnum_fem.models.base.TimeSteppingModel`.
+
+    The state is the concentration's owned P1 dofs, ``(n,)``. Controls: ``source``, the
+    emission over a step (P1 dofs, at ``t + θ dt``; default zero), and, when built with
+    ``diffusivity_scale``, ``scale`` (that Function's owned dofs).
 
     Args:
-        mesh: The domain (metres).
+        domain: The domain (metres): a ``MeshData`` (``dnf.io.load_city()``; its boundaries
+            are then known by name) or a mesh.
         wind: A vector Function (e.g. from :func:`potential_flow`), a UFL vector expression,
             or a constant vector (tuple).
         dt: Time step (s); ``math.inf`` for the steady problem (with ``theta=1``).
         diffusivity: Eddy diffusivity ``K`` (m²/s).
         decay: Loss rate ``k`` (1/s).
-        diffusivity_scale: A scalar Function ``s(x)`` multiplying ``K``; a control of every
-            step (pass its tensor as ``scale=``), so it can be estimated. None: ``s = 1``.
-        dirichlet: ``(facets, value)`` pairs: facet indices (dimension ``tdim - 1``) where
-            ``c = value`` (the inflow's background concentration).
+        diffusivity_scale: A scalar Function ``s(x)`` multiplying ``K``; the ``scale``
+            control. None: ``s = 1``.
+        dirichlet: ``{boundary: value}``, where ``c = value``; a boundary is a name of the
+            mesh's physical groups (``"INFLOW"``) or a tag value. The old list of
+            ``(facet indices, value)`` pairs is deprecated.
         theta: 1/2 Crank–Nicolson (default), 1 backward Euler.
         supg: Add the SUPG stabilisation (default True).
         petsc_options: Options of the step solve (default MUMPS LU, factorised once).
+        solver: All the solver settings as one :class:`~deepnum_fem.SolverOptions`.
         quadrature_degree: Of the step's forms (4: exact for P1 with a P1 wind apart from τ).
+        t0: Time (s) of the state at step 0.
+        facet_tags: Facet tags, when ``domain`` is a bare mesh.
     """
 
-    def __init__(self, mesh: dolfinx.mesh.Mesh, wind, *, dt: float, diffusivity: float = 1.0,
+    def __init__(self, domain, wind, *, dt: float, diffusivity: float = 1.0,
                  decay: float = 0.0, diffusivity_scale: dolfinx.fem.Function | None = None,
-                 dirichlet: Sequence[tuple[np.ndarray, float]] = (), theta: float = 0.5,
-                 supg: bool = True, petsc_options: dict | None = None, quadrature_degree: int = 4):
+                 dirichlet=None, theta: float = 0.5, supg: bool = True, petsc_options: dict | None = None,
+                 solver: SolverOptions | None = None, quadrature_degree: int = 4, t0: float = 0.0,
+                 facet_tags: dolfinx.mesh.MeshTags | None = None):
+        self._domain = Domain.of(domain, facet_tags)
+        mesh = self._domain.mesh
         if not dt > 0:
             raise ValueError(f"dt must be > 0 (math.inf for the steady problem), got {dt}")
         if not 0.0 <= theta <= 1.0:
@@ -124,7 +152,7 @@ class Transport:
             raise ValueError(f"the steady problem (dt = inf) needs theta = 1, got theta = {theta}")
         if diffusivity < 0 or decay < 0:
             raise ValueError(f"diffusivity and decay must be >= 0, got {diffusivity} and {decay}")
-        self.mesh, self.comm, self.dt, self.theta = mesh, mesh.comm, float(dt), float(theta)
+        self.mesh, self.dt, self.theta, self.t0 = mesh, float(dt), float(theta), float(t0)
         self.V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
         self.c = dolfinx.fem.Function(self.V, name="c")
         self.c_old = dolfinx.fem.Function(self.V, name="c_previous")
@@ -133,6 +161,7 @@ class Transport:
         self.coordinates = self.V.tabulate_dof_coordinates()[: self.n, : mesh.geometry.dim]
         self.wind = self._wind(wind)
         self.diffusivity_scale = diffusivity_scale
+        self.controls = ("source",) + (("scale",) if diffusivity_scale is not None else ())
         K = dolfinx.fem.Constant(mesh, float(diffusivity))
         self.K = K if diffusivity_scale is None else diffusivity_scale * K
         k = dolfinx.fem.Constant(mesh, float(decay))
@@ -156,16 +185,31 @@ class Transport:
         tdim = mesh.topology.dim
         mesh.topology.create_connectivity(tdim - 1, tdim)
         bcs = [dolfinx.fem.dirichletbc(float(value), dolfinx.fem.locate_dofs_topological(
-            self.V, tdim - 1, np.asarray(facets, dtype=np.int32)), self.V) for facets, value in dirichlet]
+            self.V, tdim - 1, np.asarray(facets, dtype=np.int32)), self.V)
+               for facets, value in self._dirichlet_facets(dirichlet)]
         controls = [self.c_old, self.source] + ([diffusivity_scale] if diffusivity_scale is not None else [])
         # fem_operator's default (MUMPS LU) under the user's options, by its one rule
-        self.step_operator = fem_operator(F, self.c, controls=controls, bcs=bcs, petsc_options=petsc_options,
-                                          linear=True, symmetric=False)
+        self._operator = fem_operator(F, self.c, controls=controls, bcs=bcs, linear=True, symmetric=False,
+                                      solver=model_solver(solver, petsc_options))
         # ∫ φ_i dx: the integral of a P1 field is exact as mass · c
         weights = dolfinx.fem.assemble_vector(dolfinx.fem.form(v * ufl.dx))
         weights.scatter_reverse(dolfinx.la.InsertMode.add)   # ghost cells' shares to the owners
         self.mass_weights = torch.from_numpy(weights.array[: self.n].copy())
-        self.minimum = math.inf
+        self.minimum = self._lowest = math.inf
+
+    def _dirichlet_facets(self, dirichlet) -> list[tuple[np.ndarray, float]]:
+        if dirichlet is None:
+            return []
+        if isinstance(dirichlet, dict):
+            return [(self._domain.facets(which), float(value)) for which, value in dirichlet.items()]
+        deprecated("Transport(dirichlet=[(facets, value)])", "Transport(dirichlet={boundary name: value})")
+        return [(np.asarray(facets, dtype=np.int32), float(value)) for facets, value in dirichlet]
+
+    @property
+    def step_operator(self):
+        """Deprecated name of :attr:`operator`."""
+        deprecated("Transport.step_operator", "Transport.operator")
+        return self._operator
 
     def _wind(self, wind):
         d = self.mesh.geometry.dim
@@ -181,6 +225,21 @@ class Transport:
         """A zero concentration (or source) over the owned dofs, float64."""
         return torch.zeros(self.n, dtype=torch.float64)
 
+    def initial_state(self) -> torch.Tensor:
+        """Clean air: a zero concentration (owned dofs, float64)."""
+        return self.zeros()
+
+    @property
+    def state_shape(self) -> tuple[int]:
+        return (self.n,)
+
+    def control(self, name: str) -> torch.Tensor:
+        """``source``: zero; ``scale``: the diffusivity scale's current owned dofs."""
+        self._check_control_names({name: None}, "control")
+        if name == "source":
+            return self.zeros()
+        return torch.from_numpy(self.diffusivity_scale.x.array[: n_owned(self.diffusivity_scale)].copy())
+
     def interpolate(self, fn: Callable[[np.ndarray], np.ndarray]) -> torch.Tensor:
         """Owned dofs of ``fn`` (of points ``(n, gdim)``) at the P1 nodes."""
         return torch.as_tensor(np.asarray(fn(self.coordinates), dtype=np.float64).reshape(self.n))
@@ -190,54 +249,59 @@ class Transport:
         return parallel.sum(c @ self.mass_weights.to(c.device, c.dtype), self.comm)
 
     # -- time stepping ----------------------------------------------------------------------
-    def step(self, c: torch.Tensor, source: torch.Tensor | None = None,
-             scale: torch.Tensor | None = None) -> torch.Tensor:
-        """One step from ``c``, with the emission ``source`` (P1 dofs, at ``t + θ dt``) applied
-        over it; ``scale``: the diffusivity scale's tensor when the model has one."""
-        if c.shape != (self.n,):
-            raise ShapeError(f"Transport.step: a concentration of shape ({self.n},) (owned dofs) expected, "
-                             f"got {tuple(c.shape)}")
-        source = self.zeros().to(c) if source is None else source
-        inputs = [c, source]
-        if self.diffusivity_scale is not None:
-            if scale is None:
-                raise ValueError("this model has a diffusivity_scale control: pass its tensor as scale=")
-            inputs.append(scale)
-        elif scale is not None:
+    def step(self, state: torch.Tensor, k: int = 0, *legacy, **controls: torch.Tensor | None) -> torch.Tensor:
+        """One step from ``state`` at ``t0 + k dt`` (collective); ``source`` (the emission over
+        the step, P1 dofs at ``t + θ dt``) and ``scale`` by keyword. The old form
+        ``step(c, source, scale)`` is deprecated."""
+        if isinstance(k, torch.Tensor) or k is None or legacy:
+            deprecated("Transport.step(c, source, scale)", "Transport.step(c, k, source=..., scale=...)")
+            controls.update({name: v for name, v in zip(("source", "scale"), (k, *legacy), strict=False)
+                             if v is not None})
+            k = 0
+        if self.diffusivity_scale is None and controls.get("scale") is not None:
             raise ValueError("scale= given, but the model was built without diffusivity_scale")
-        return self.step_operator(*inputs)
+        return super().step(state, k, **controls)
 
-    def simulate(self, n_steps: int, c0: torch.Tensor | None = None, *,
-                 sources: Callable[[int], torch.Tensor] | None = None, scale: torch.Tensor | None = None,
+    def _step(self, state: torch.Tensor, k: int, controls: dict[str, torch.Tensor]) -> torch.Tensor:
+        if state.shape != (self.n,):
+            raise ShapeError(f"Transport.step: a concentration of shape ({self.n},) (owned dofs) expected, "
+                             f"got {tuple(state.shape)}")
+        c = self._operator(state, *(controls[name] for name in self.controls))
+        self._lowest = min(self._lowest, float(c.detach().min()) if c.numel() else math.inf)
+        return c
+
+    def simulate(self, n_steps: int, state0: torch.Tensor | None = None, *,
                  observe: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
-                 checkpoint_every: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Run ``n_steps`` steps from ``c0`` (zero by default); see :func:`dnf.rollout`.
+                 checkpoint_every: int | None = None, sources: Callable[[int], torch.Tensor] | None = None,
+                 **controls) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run ``n_steps`` steps from ``state0`` (zero by default); see
+        :meth:`TimeSteppingModel.simulate`.
 
-        ``sources(k)`` gives the emission over step ``k`` (time ``[k dt, (k + 1) dt]``), e.g.
-        ``lambda k: emission(t0 + (k + θ) dt)``; ``observe(c, k)`` sees ``c`` after step ``k``.
-        The smallest concentration met is stored in ``self.minimum`` (collective, after the
-        run): undershoot below zero measures the scheme's departure from positivity.
+        ``source=`` is the emission, a tensor or ``k -> tensor`` over step ``k`` (time
+        ``[k dt, (k + 1) dt]``), e.g. ``lambda k: emission(t0 + (k + θ) dt)`` (``sources=`` is
+        its deprecated name). The smallest concentration met is stored in ``self.minimum``
+        (collective, after the run): undershoot below zero measures the scheme's departure
+        from positivity.
         """
-        c0 = self.zeros() if c0 is None else c0
-        lowest = [math.inf]
-
-        def step(c, k):
-            c = self.step(c, None if sources is None else sources(k), scale)
-            lowest[0] = min(lowest[0], float(c.detach().min()) if c.numel() else math.inf)
-            return c
-
-        result = rollout(step, c0, n_steps, observe=observe, checkpoint_every=checkpoint_every)
-        self.minimum = self.comm.allreduce(lowest[0], op=MPI.MIN)
+        if sources is not None:
+            deprecated("Transport.simulate(sources=)", "Transport.simulate(source=)")
+            controls["source"] = sources
+        self._lowest = math.inf
+        result = super().simulate(n_steps, state0, observe=observe, checkpoint_every=checkpoint_every, **controls)
+        self.minimum = self.comm.allreduce(self._lowest, op=MPI.MIN)
         return result
+
+    # -- observations and output ---------------------------------------------------------------
+    def sensors(self, points) -> PointSensorsOf:
+        """Point sensors of the concentration (P1 interpolation; collective)."""
+        return PointSensorsOf(self.V, points, lambda state: state)
+
+    def _output(self):
+        return self.V, "c", lambda state: state
 
     def write_xdmf(self, path, frames: Sequence[tuple[float, torch.Tensor]], name: str = "c") -> None:
         """Write ``(time, owned dofs)`` frames of a P1 field to an XDMF file (collective)."""
         write_frames(path, self.V, frames, name)
-
-    def destroy(self) -> None:
-        """Release the PETSc objects of the model's solver now, on all ranks together
-        (collective); the model cannot step afterwards."""
-        self.step_operator.destroy()
 
 
 # -- emissions ------------------------------------------------------------------------------------

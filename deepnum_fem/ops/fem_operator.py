@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import dolfinx.fem
 import numpy as np
@@ -10,10 +10,10 @@ import torch
 import ufl
 
 from deepnum_fem.errors import DeepnumFemError, NonFiniteError, ShapeError
-from deepnum_fem.fem.checks import DIRECT_RTOL
+from deepnum_fem.fem.options import SolverOptions
 from deepnum_fem.fem.problem import AdjointProblem
 from deepnum_fem.ops._inputs import check_inputs, gather_gradients, host_values
-from deepnum_fem.ops.ml_operator import ml_parameter_gradients, unique_parameters
+from deepnum_fem.ops.ml_operator import ParameterGradients, unique_parameters
 from deepnum_fem.parallel import check_collective_call, raise_on_any_rank
 
 
@@ -21,26 +21,11 @@ class FemOperator:
     """Torch operation ``m -> u`` solving ``F(u; m) = 0`` (see :func:`fem_operator`)."""
 
     def __init__(self, F: ufl.Form, u: dolfinx.fem.Function, *, controls: Sequence = (),
-                 bcs: Sequence[dolfinx.fem.DirichletBC] = (), petsc_options: dict | None = None,
-                 adjoint_petsc_options: dict | None = None, linear: bool | None = None,
-                 symmetric: bool | None = None, petsc_options_prefix: str | None = None,
-                 initial_guess: str = "previous", configure_ksp: Callable | None = None,
-                 nullspace: str | Sequence[dolfinx.fem.Function] | None = None, direct_rtol: float = DIRECT_RTOL,
-                 jit_options: dict | None = None, form_compiler_options: dict | None = None):
-        self.problem = AdjointProblem(
-            F, u, list(controls), bcs=bcs, petsc_options=petsc_options,
-            adjoint_petsc_options=adjoint_petsc_options, linear=linear, symmetric=symmetric,
-            petsc_options_prefix=petsc_options_prefix, initial_guess=initial_guess, configure_ksp=configure_ksp,
-            nullspace=nullspace, direct_rtol=direct_rtol,
-            jit_options=jit_options, form_compiler_options=form_compiler_options)
+                 bcs: Sequence[dolfinx.fem.DirichletBC] = (), solver: SolverOptions | None = None,
+                 **options):
+        self.problem = AdjointProblem(F, u, list(controls), bcs=bcs, solver=SolverOptions.build(solver, **options))
         # weights of the networks in F: inputs of the op too, so autograd sends them gradients
         self.ml_parameters = unique_parameters(self.problem.ml_models)
-
-    def parameter_gradients(self) -> list[torch.Tensor | None]:
-        """``-VJP(N_theta, (dF/dN)^T lam)`` for :attr:`ml_parameters` at the adjoint state the
-        problem holds, this rank's share."""
-        problem = self.problem
-        return ml_parameter_gradients(problem.ml_models, problem.ml_controls, self.ml_parameters, scale=-1.0)
 
     @property
     def u(self) -> dolfinx.fem.Function:
@@ -49,7 +34,18 @@ class FemOperator:
 
     @property
     def linear(self) -> bool:
+        """Whether the operation is a linear solve (else Newton)."""
         return self.problem.linear
+
+    @property
+    def counts(self):
+        """Assemblies and solves so far: :class:`~deepnum_fem.fem.problem.SolveCounts`."""
+        return self.problem.counts
+
+    @property
+    def solver(self):
+        """The forward PETSc solver (KSP, or SNES for Newton); see :attr:`problem`."""
+        return self.problem.solver
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
         """Solve for the state given one tensor per control.
@@ -81,8 +77,8 @@ class FemOperator:
 
 
 def fem_operator(F: ufl.Form, u: dolfinx.fem.Function, *, controls: Sequence = (),
-                 bcs: Sequence[dolfinx.fem.DirichletBC] = (), petsc_options: dict | None = None,
-                 adjoint_petsc_options: dict | None = None, **kwargs) -> FemOperator:
+                 bcs: Sequence[dolfinx.fem.DirichletBC] = (), solver: SolverOptions | None = None,
+                 **options) -> FemOperator:
     """Make the solve of the residual ``F(u; controls) = 0`` a differentiable torch operation.
 
     Args:
@@ -91,22 +87,19 @@ def fem_operator(F: ufl.Form, u: dolfinx.fem.Function, *, controls: Sequence = (
         controls: Functions (any space) and Constants the operation is differentiable in;
             each call takes one tensor per control (a Function's owned dofs, a Constant's value).
         bcs: Dirichlet conditions on ``u``; their values are fixed (not controls).
-        petsc_options: Forward solver options. Linear problems default to MUMPS LU, nonlinear
-            ones to SNES Newton with MUMPS. Given options replace the default linear solver
-            whole when they name ``ksp_type`` or ``pc_type``, and merge key by key otherwise
-            (:func:`deepnum_fem.fem.options.solver_options`).
-        adjoint_petsc_options: Options of the adjoint solve of a nonlinear problem; default
-            the forward's linear-solver options. Linear problems reuse the forward solver.
-        **kwargs: ``linear`` (force the detection), ``symmetric`` (skip the symmetry check),
-            ``initial_guess`` (Newton starts from the ``"previous"`` solution, the default, or
-            from ``"zero"``), ``configure_ksp`` (a callable applied to each KSP the operation
-            solves with, before its first setup, e.g. to set a PCFIELDSPLIT's fields),
-            ``nullspace`` (linear problems whose operator is singular on purpose: ``"constant"``
-            or Functions on ``u``'s space spanning the null space of the operator and of its
-            transpose; right-hand sides and solutions, forward and adjoint, are projected
-            orthogonal to it), ``direct_rtol`` (largest true residual, relative to the
-            right-hand side, accepted from a direct solve; default 1e-6),
-            ``petsc_options_prefix``, ``jit_options``, ``form_compiler_options``.
+        solver: A :class:`~deepnum_fem.fem.options.SolverOptions` (``dnf.SolverOptions``):
+            forward and adjoint solver settings in one object, shared by operations and models.
+        **options: Any field of :class:`~deepnum_fem.fem.options.SolverOptions`, set over
+            ``solver``: ``petsc_options`` (forward solver; linear problems default to MUMPS
+            LU, nonlinear ones to SNES Newton with MUMPS; options naming ``ksp_type`` or
+            ``pc_type`` replace the default linear solver whole, others merge key by key),
+            ``adjoint_petsc_options`` (a nonlinear problem's adjoint solve; a linear one
+            reuses the forward solver), ``linear``, ``symmetric``, ``initial_guess``
+            (``"previous"`` or ``"zero"``), ``configure_ksp``, ``nullspace`` (``"constant"`` or
+            Functions spanning the null space of a singular operator and of its transpose;
+            right-hand sides and solutions are projected orthogonal to it), ``direct_rtol``
+            (default 1e-6), ``petsc_options_prefix``, ``jit_options``,
+            ``form_compiler_options``. An unknown name is a ``TypeError``.
 
     Raises:
         SolverError: on every rank, when a solve fails or its result is not a solution: a
@@ -117,8 +110,7 @@ def fem_operator(F: ufl.Form, u: dolfinx.fem.Function, *, controls: Sequence = (
     Returns:
         The operation; ``op(*tensors)`` returns the owned dofs of ``u``.
     """
-    return FemOperator(F, u, controls=controls, bcs=bcs, petsc_options=petsc_options,
-                       adjoint_petsc_options=adjoint_petsc_options, **kwargs)
+    return FemOperator(F, u, controls=controls, bcs=bcs, solver=solver, **options)
 
 
 class _FemSolve(torch.autograd.Function):
@@ -168,14 +160,12 @@ class _FemSolve(torch.autograd.Function):
         states = result.detach().cpu().numpy()
         n = len(samples)
         per_sample: list[list[np.ndarray | None]] = [None] * n  # type: ignore[list-item]
-        param_grads: list[torch.Tensor | None] = [None] * len(ctx.op.ml_parameters)
+        param_grads = ParameterGradients(ctx.op.ml_parameters)
 
         def collect(b: int) -> None:
             per_sample[b] = problem.control_gradients(needed)
-            if need_params:
-                for i, g in enumerate(ctx.op.parameter_gradients()):
-                    if g is not None:
-                        param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
+            if need_params:   # -VJP(N_theta, (dF/dN)^T lam), this rank's share
+                param_grads.add(problem.ml_models, problem.ml_controls, scale=-1.0)
 
         if ctx.batch is not None and n > 1 and problem.shares_factorisation:
             lams = problem.solve_adjoint_many(grad_host)   # one multi-RHS adjoint solve
@@ -196,6 +186,4 @@ class _FemSolve(torch.autograd.Function):
 
         grads: list[torch.Tensor | None] = [None, None, None]
         grads += gather_gradients(tensors, problem.controls, per_sample, needed, ctx.batch)
-        for p, g in zip(ctx.op.ml_parameters, param_grads, strict=True):
-            grads.append(None if g is None else g.to(device=p.device, dtype=p.dtype))
-        return tuple(grads)
+        return (*grads, *param_grads.outputs())

@@ -11,10 +11,10 @@ import ufl
 
 from deepnum_fem._ufl_caches import release_ufl_traversers
 from deepnum_fem.fem.controls import Control
+from deepnum_fem.fem.external import lower as lower_ml
 from deepnum_fem.fem.forms import coefficients_and_constants
 from deepnum_fem.ops._inputs import check_inputs, gather_gradients, host_values
-from deepnum_fem.ops.ml_operator import lower as lower_ml
-from deepnum_fem.ops.ml_operator import ml_parameter_gradients, unique_parameters
+from deepnum_fem.ops.ml_operator import ParameterGradients, unique_parameters
 from deepnum_fem.parallel import check_collective_call
 
 _serials = itertools.count()
@@ -101,7 +101,7 @@ class _Assemble(torch.autograd.Function):
         needed = ctx.needs_input_grad[3:3 + ctx.n_inputs]
         need_params = any(ctx.needs_input_grad[3 + ctx.n_inputs:])
         check_collective_call(f"functional #{J.serial} backward", J.comm, (tuple(needed), need_params))
-        param_grads: list[torch.Tensor | None] = [None] * len(J.ml_parameters)
+        param_grads = ParameterGradients(J.ml_parameters)
         g_out = grad_out.detach().to("cpu", torch.float64).numpy()
         samples = host_values(tensors, J.inputs, ctx.batch)
         per_sample = []
@@ -114,12 +114,7 @@ class _Assemble(torch.autograd.Function):
             per_sample.append([weight * c.assemble() if need else None
                                for c, need in zip(J.inputs, needed, strict=True)])
             if need_params:
-                for i, g in enumerate(ml_parameter_gradients(J.ml_models, J.ml_cotangents, J.ml_parameters,
-                                                             scale=weight)):
-                    if g is not None:
-                        param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
+                param_grads.add(J.ml_models, J.ml_cotangents, scale=weight)
         grads: list[torch.Tensor | None] = [None, None, None]
         grads += gather_gradients(tensors, J.inputs, per_sample, needed, ctx.batch)
-        for p, g in zip(J.ml_parameters, param_grads, strict=True):
-            grads.append(None if g is None else g.to(device=p.device, dtype=p.dtype))
-        return tuple(grads)
+        return (*grads, *param_grads.outputs())

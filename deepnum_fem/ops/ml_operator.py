@@ -289,3 +289,22 @@ def ml_parameter_gradients(models: Sequence[MLModel], cotangents: Sequence, para
             if g is not None:
                 totals[id(p)] = totals[id(p)] + g if id(p) in totals else g
     return [totals.get(id(p)) for p in params]
+
+
+class ParameterGradients:
+    """Gradients of network weights summed over the samples of a backward pass: ``add`` once per
+    sample, ``outputs`` for autograd (each on its weight's device and dtype)."""
+
+    def __init__(self, params: Sequence[torch.Tensor]):
+        self.params = list(params)
+        self.total: list[torch.Tensor | None] = [None] * len(self.params)
+
+    def add(self, models: Sequence[MLModel], cotangents: Sequence, *, scale: float) -> None:
+        """Add ``scale * VJP`` of every model's network (see :func:`ml_parameter_gradients`)."""
+        for i, g in enumerate(ml_parameter_gradients(models, cotangents, self.params, scale=scale)):
+            if g is not None:
+                self.total[i] = g if self.total[i] is None else self.total[i] + g
+
+    def outputs(self) -> list[torch.Tensor | None]:
+        return [None if g is None else g.to(device=p.device, dtype=p.dtype)
+                for p, g in zip(self.params, self.total, strict=True)]

@@ -1,0 +1,35 @@
+"""What the training demos share: rank-0 printing and their command-line options.
+
+``demos/`` is on ``sys.path`` when a script there runs, so a demo imports this as ``_common``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mpi4py import MPI
+
+COMM = MPI.COMM_WORLD
+
+
+def log(*a) -> None:
+    """Print on rank 0 only."""
+    if COMM.rank == 0:
+        print(*a, flush=True)
+
+
+def training_parser(description: str, *, out: str, epochs: int, iterations: int, save_every: int,
+                    target: float, checkpoint_every: int | None, quick: str) -> argparse.ArgumentParser:
+    """A parser with the options every training demo has; the demo adds its own."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--out", type=Path, default=Path(out))
+    p.add_argument("--epochs", type=int, default=epochs,
+                   help="epochs in all: with --resume, training continues from the checkpoint up to this count")
+    p.add_argument("--iterations", type=int, default=iterations, help="L-BFGS iterations per epoch")
+    p.add_argument("--checkpoint-every", type=int, default=checkpoint_every, help="steps per recomputed block")
+    p.add_argument("--save-every", type=int, default=save_every, help="epochs between checkpoints")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--quick", action="store_true", help=f"{quick} (the tests)")
+    p.add_argument("--target", type=float, default=target, help="required held-out RMSE reduction")
+    return p
