@@ -32,15 +32,66 @@ from mpi4py import MPI
 from petsc4py import PETSc
 
 import dolfinx
+import dolfinx.fem
+import dolfinx.mesh
 import numpy as np
 import torch
+import ufl
 
 import deepnum_fem as dnf
+from deepnum_fem.bathymetry import bathymetry_function, shelf_bathymetry
+from deepnum_fem.geometry import BAY_COASTLINE, BAY_OPEN_SEA, LV_DIMENSIONS, LV_TAGS
+from deepnum_fem.io import load_coast, load_left_ventricle
+from deepnum_fem.models.fibres import rule_based_fibres
 from deepnum_fem.precond import LearnedFSAI, TwoLevel, block_icc, solve
-from deepnum_fem.precond.family import coast_operator, heart_operator
+from deepnum_fem.precond.family import assemble_diffusion, refine
 
 COMM = MPI.COMM_WORLD
 METHODS = ("none", "jacobi", "icc0", "gamg", "learned-fsai", "two-level", "two-level-jacobi", "two-level-sor")
+
+
+def heart_operator(refinements: int = 0, comm: MPI.Comm = MPI.COMM_WORLD, *, scar_factor: float = 0.1,
+                   reaction: float = 0.0) -> tuple[PETSc.Mat, dolfinx.fem.FunctionSpace]:
+    """Cardiac diffusion on the bundled left ventricle refined ``refinements`` times (P1):
+    ``-div(D grad u) + reaction u`` with the rule-based fibre tensor ``D = 0.6 I + 1.8 f⊗f``
+    (mm²/ms), ``scar_factor`` times smaller in an ellipsoidal scar in the lateral wall,
+    ``u = 0`` on the base. A geometry, anisotropy and coefficient jump unlike the training
+    family's. The fibres are computed on the bundled mesh and inherited by the refined cells
+    from their parents; the base is the plane ``z = 5`` (see
+    :func:`~deepnum_fem.precond.family.refine`). Returns the matrix and its space: keep
+    the space while the matrix is in use (the matrix's communicator is the refined mesh's)."""
+    data = load_left_ventricle(comm)
+    msh = data.mesh
+    coarse = rule_based_fibres(msh, data.facet_tags, LV_TAGS["ENDO"], LV_TAGS["EPI"])
+    owned_cells = msh.topology.index_map(3).size_local
+    values = coarse.x.array.reshape(-1, 3)[coarse.function_space.dofmap.list[:owned_cells, 0]]
+    msh, values = refine(msh, refinements, values)
+    fibres = dolfinx.fem.Function(dolfinx.fem.functionspace(msh, ("DG", 0, (3,))))
+    fibres.x.array.reshape(-1, 3)[fibres.function_space.dofmap.list[: len(values), 0]] = values
+    fibres.x.scatter_forward()
+    x = ufl.SpatialCoordinate(msh)
+    scar = ufl.conditional(ufl.lt(((x[0] - 12.0) / 6.0) ** 2 + (x[1] / 6.0) ** 2 + ((x[2] + 6.0) / 8.0) ** 2, 1.0),
+                           scar_factor, 1.0)
+    D = scar * (0.6 * ufl.Identity(3) + 1.8 * ufl.outer(fibres, fibres))
+    V = dolfinx.fem.functionspace(msh, ("Lagrange", 1))
+    base = dolfinx.mesh.locate_entities_boundary(msh, 2, lambda p: np.isclose(p[2], LV_DIMENSIONS["z_base"]))
+    return assemble_diffusion(V, D, reaction=reaction, dirichlet_facets=base), V
+
+
+def coast_operator(refinements: int = 0,
+                   comm: MPI.Comm = MPI.COMM_WORLD) -> tuple[PETSc.Mat, dolfinx.fem.FunctionSpace]:
+    """The shallow-water wave operator's diffusion part on the bundled bay refined
+    ``refinements`` times (P1): ``-div(H grad η)`` with the coastal demo's shelf bathymetry
+    ``H`` (3 m at the coast to 40 m offshore, a shelf break), ``η = 0`` on the open sea.
+    Returns the matrix and its space, as :func:`heart_operator` does."""
+    data = load_coast(comm)
+    msh, _ = refine(data.mesh, refinements)
+    V = dolfinx.fem.functionspace(msh, ("Lagrange", 1))
+    depth = bathymetry_function(V, lambda x: shelf_bathymetry(x, depth_coast=3.0, depth_shelf=12.0,
+                                                              depth_ocean=40.0))
+    x_sea = BAY_COASTLINE[BAY_OPEN_SEA[0]][0]   # the open sea: the bay's straight eastern edge
+    sea = dolfinx.mesh.locate_entities_boundary(msh, 1, lambda p: np.isclose(p[0], x_sea))
+    return assemble_diffusion(V, depth, dirichlet_facets=sea), V
 
 
 def make_ksp(A: PETSc.Mat, name: str, device: str = "cpu"):

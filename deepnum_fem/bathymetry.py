@@ -20,7 +20,8 @@ import dolfinx.mesh
 import numpy as np
 import ufl
 
-from deepnum_fem.geometry import _gmsh
+from deepnum_fem.geometry.gmsh_model import gmsh_module
+from deepnum_fem.geometry.polygons import signed_area
 
 __all__ = ["bathymetry_function", "interpolate_bathymetry", "shelf_bathymetry"]
 
@@ -244,11 +245,10 @@ def _triangulate(samples: np.ndarray) -> np.ndarray:
     Empty when the samples span no area.
     """
     hull = _convex_hull(samples)
-    x, y = samples[hull, 0], samples[hull, 1]
-    hull_area = 0.5 * float(x @ np.roll(y, -1) - y @ np.roll(x, -1))
+    hull_area = signed_area(samples[hull])   # counter-clockwise: > 0
     if len(samples) < 3 or hull_area < 1e-12:
         return np.empty((0, 3), dtype=np.int64)
-    gmsh = _gmsh()
+    gmsh = gmsh_module()
     initialised = gmsh.isInitialized()
     if not initialised:
         gmsh.initialize(interruptible=False)

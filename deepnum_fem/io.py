@@ -32,11 +32,11 @@ from deepnum_fem.geometry import (
     COAST_TAGS,
     LV_CELL_TAGS,
     LV_TAGS,
-    _model,
     city_blocks,
     coastal_domain,
     left_ventricle,
 )
+from deepnum_fem.geometry.gmsh_model import gmsh_session
 
 __all__ = ["MESH_DIR", "bundled_mesh_path", "load_city", "load_coast", "load_left_ventricle", "load_mesh",
            "write_frames"]
@@ -157,7 +157,7 @@ def load_coast(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
 
 
 def _load_msh(path: Path, comm: MPI.Comm, gdim: int, required_tags: Sequence[str | int]) -> MeshData:
-    with _model("load_mesh", comm) as gmsh:
+    with gmsh_session("load_mesh", comm) as gmsh:
         error = None
         if comm.rank == 0:
             try:

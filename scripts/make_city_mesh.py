@@ -15,7 +15,8 @@ from pathlib import Path
 from mpi4py import MPI
 
 import deepnum_fem  # noqa: F401  (dolfinx_solver first)
-from deepnum_fem.geometry import CITY_BUILDINGS, _check_city, _city_blocks_model, _model, city_blocks, write_msh
+from deepnum_fem.geometry.city import CITY_BUILDINGS, check_city, city_blocks, city_blocks_model
+from deepnum_fem.geometry.gmsh_model import gmsh_session, write_msh
 from deepnum_fem.io import BUNDLED_CITY_H, bundled_mesh_path
 
 DEFAULTS = inspect.signature(city_blocks).parameters
@@ -25,10 +26,10 @@ parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--h", type=float, default=BUNDLED_CITY_H, help="mesh size away from the buildings, m")
 parser.add_argument("--out", type=Path, default=bundled_mesh_path("city"))
 args = parser.parse_args()
-h_near = _check_city(args.h, None, LENGTH, WIDTH, CITY_BUILDINGS, h_near_default=args.h / 3)
+h_near = check_city(args.h, None, LENGTH, WIDTH, CITY_BUILDINGS, h_near_default=args.h / 3)
 
-with _model("city_blocks", MPI.COMM_SELF) as gmsh:
-    _city_blocks_model(gmsh, args.h, h_near, LENGTH, WIDTH, CITY_BUILDINGS)
+with gmsh_session("city_blocks", MPI.COMM_SELF) as gmsh:
+    city_blocks_model(gmsh, args.h, h_near, LENGTH, WIDTH, CITY_BUILDINGS)
     info = write_msh(gmsh, args.out)
     area = LENGTH * WIDTH - sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in CITY_BUILDINGS)
     print(f"wrote {args.out}: gmsh {gmsh.__version__}, h = {args.h} m, h_near = {h_near:.4g} m, "

@@ -17,29 +17,22 @@ from mpi4py import MPI
 import numpy as np
 
 import deepnum_fem  # noqa: F401  (dolfinx_solver first)
-from deepnum_fem.geometry import (
-    BAY_COASTLINE,
-    BAY_ISLANDS,
-    BAY_OPEN_SEA,
-    _check_coast,
-    _coastal_model,
-    _model,
-    _signed_area,
-    write_msh,
-)
+from deepnum_fem.geometry.coast import BAY_COASTLINE, BAY_ISLANDS, BAY_OPEN_SEA, check_coast, coastal_model
+from deepnum_fem.geometry.gmsh_model import gmsh_session, write_msh
+from deepnum_fem.geometry.polygons import signed_area
 from deepnum_fem.io import BUNDLED_COAST_H, bundled_mesh_path
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--h", type=float, default=BUNDLED_COAST_H, help="mesh size offshore, m")
 parser.add_argument("--out", type=Path, default=bundled_mesh_path("coast"))
 args = parser.parse_args()
-rings, open_sea, h_coast, grading = _check_coast(BAY_COASTLINE, BAY_OPEN_SEA, BAY_ISLANDS, args.h, None, None,
-                                                 False, None)
+rings, open_sea, h_coast, grading = check_coast(BAY_COASTLINE, BAY_OPEN_SEA, BAY_ISLANDS, args.h, None, None,
+                                                False, None)
 
-with _model("coastal_domain", MPI.COMM_SELF) as gmsh:
-    _coastal_model(gmsh, rings, open_sea, args.h, h_coast, grading)
+with gmsh_session("coastal_domain", MPI.COMM_SELF) as gmsh:
+    coastal_model(gmsh, rings, open_sea, args.h, h_coast, grading)
     info = write_msh(gmsh, args.out)
-    area = abs(_signed_area(rings[0])) - sum(abs(_signed_area(r)) for r in rings[1:])
+    area = abs(signed_area(rings[0])) - sum(abs(signed_area(r)) for r in rings[1:])
     edges = [np.linalg.norm(np.roll(r, -1, axis=0) - r, axis=1) for r in rings]
     open_length = edges[0][list(open_sea)].sum()
     land_length = sum(e.sum() for e in edges) - open_length

@@ -13,7 +13,8 @@ from pathlib import Path
 from mpi4py import MPI
 
 import deepnum_fem  # noqa: F401  (dolfinx_solver first)
-from deepnum_fem.geometry import _left_ventricle_model, _model, left_ventricle_volume, write_msh
+from deepnum_fem.geometry.gmsh_model import gmsh_session, write_msh
+from deepnum_fem.geometry.heart import left_ventricle_model, left_ventricle_volume
 from deepnum_fem.io import BUNDLED_LV_H, bundled_mesh_path
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -21,8 +22,8 @@ parser.add_argument("--h", type=float, default=BUNDLED_LV_H, help="target edge l
 parser.add_argument("--out", type=Path, default=bundled_mesh_path("left_ventricle"))
 args = parser.parse_args()
 
-with _model("left_ventricle", MPI.COMM_SELF) as gmsh:
-    _left_ventricle_model(gmsh, args.h)
+with gmsh_session("left_ventricle", MPI.COMM_SELF) as gmsh:
+    left_ventricle_model(gmsh, args.h)
     info = write_msh(gmsh, args.out)
     print(f"wrote {args.out}: gmsh {gmsh.__version__}, h = {args.h} mm, {info['vertices']} vertices, "
           f"{info['counts']} elements, {'binary' if info['binary'] else 'ASCII'}, "

@@ -10,7 +10,7 @@ import pytest
 import ufl
 
 from deepnum_fem.errors import MeshError
-from deepnum_fem.geometry import _model
+from deepnum_fem.geometry.gmsh_model import gmsh_session
 from deepnum_fem.io import load_mesh
 
 #: The unit cube as 6 Kuhn tetrahedra; points (x, y, z) in {0, 1}³ and, for the mixed mesh, x = 2.
@@ -39,7 +39,7 @@ def _volume(mesh) -> float:
 
 def _write_msh(comm, path: Path, build) -> Path:
     """Let ``build(gmsh)`` make a model on rank 0 and write it to ``path``, visible to all ranks."""
-    with _model("test_io_mesh", comm) as gmsh:
+    with gmsh_session("test_io_mesh", comm) as gmsh:
         if comm.rank == 0:
             build(gmsh)
             gmsh.write(str(path))

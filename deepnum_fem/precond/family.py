@@ -12,7 +12,7 @@ import dolfinx.mesh
 import numpy as np
 import ufl
 
-__all__ = ["coast_operator", "diffusion_operator", "heart_operator", "random_log_coefficient", "refine"]
+__all__ = ["assemble_diffusion", "diffusion_operator", "random_log_coefficient", "refine"]
 
 
 def random_log_coefficient(seed: int, *, modes: int = 4, contrast: float = 2.0):
@@ -91,58 +91,8 @@ def refine(msh: dolfinx.mesh.Mesh, times: int, cell_values: np.ndarray | None = 
     return msh, cell_values
 
 
-def heart_operator(refinements: int = 0, comm: MPI.Comm = MPI.COMM_WORLD, *, scar_factor: float = 0.1,
-                   reaction: float = 0.0) -> tuple[PETSc.Mat, dolfinx.fem.FunctionSpace]:
-    """Cardiac diffusion on the bundled left ventricle refined ``refinements`` times (P1):
-    ``-div(D grad u) + reaction u`` with the rule-based fibre tensor ``D = 0.6 I + 1.8 f⊗f``
-    (mm²/ms), ``scar_factor`` times smaller in an ellipsoidal scar in the lateral wall,
-    ``u = 0`` on the base. A geometry, anisotropy and coefficient jump unlike the training
-    family's. The fibres are computed on the bundled mesh and inherited by the refined cells
-    from their parents; the base is the plane ``z = 5`` (see :func:`refine`). Returns the matrix and its space: keep
-    the space while the matrix is in use (the matrix's communicator is the refined mesh's)."""
-    from deepnum_fem.geometry import LV_DIMENSIONS, LV_TAGS
-    from deepnum_fem.io import load_left_ventricle
-    from deepnum_fem.models.fibres import rule_based_fibres
-
-    data = load_left_ventricle(comm)
-    msh = data.mesh
-    coarse = rule_based_fibres(msh, data.facet_tags, LV_TAGS["ENDO"], LV_TAGS["EPI"])
-    values = coarse.x.array.reshape(-1, 3)[coarse.function_space.dofmap.list[: _owned_cells(msh), 0]]
-    msh, values = refine(msh, refinements, values)
-    fibres = dolfinx.fem.Function(dolfinx.fem.functionspace(msh, ("DG", 0, (3,))))
-    fibres.x.array.reshape(-1, 3)[fibres.function_space.dofmap.list[: len(values), 0]] = values
-    fibres.x.scatter_forward()
-    x = ufl.SpatialCoordinate(msh)
-    scar = ufl.conditional(ufl.lt(((x[0] - 12.0) / 6.0) ** 2 + (x[1] / 6.0) ** 2 + ((x[2] + 6.0) / 8.0) ** 2, 1.0),
-                           scar_factor, 1.0)
-    D = scar * (0.6 * ufl.Identity(3) + 1.8 * ufl.outer(fibres, fibres))
-    V = dolfinx.fem.functionspace(msh, ("Lagrange", 1))
-    base = dolfinx.mesh.locate_entities_boundary(msh, 2, lambda p: np.isclose(p[2], LV_DIMENSIONS["z_base"]))
-    return assemble_diffusion(V, D, reaction=reaction, dirichlet_facets=base), V
-
-
 def _owned_cells(msh: dolfinx.mesh.Mesh) -> int:
     return msh.topology.index_map(msh.topology.dim).size_local
-
-
-def coast_operator(refinements: int = 0,
-                   comm: MPI.Comm = MPI.COMM_WORLD) -> tuple[PETSc.Mat, dolfinx.fem.FunctionSpace]:
-    """The shallow-water wave operator's diffusion part on the bundled bay refined
-    ``refinements`` times (P1): ``-div(H grad η)`` with the coastal demo's shelf bathymetry
-    ``H`` (3 m at the coast to 40 m offshore, a shelf break), ``η = 0`` on the open sea.
-    Returns the matrix and its space, as :func:`heart_operator` does."""
-    from deepnum_fem.bathymetry import bathymetry_function, shelf_bathymetry
-    from deepnum_fem.geometry import BAY_COASTLINE, BAY_OPEN_SEA
-    from deepnum_fem.io import load_coast
-
-    data = load_coast(comm)
-    msh, _ = refine(data.mesh, refinements)
-    V = dolfinx.fem.functionspace(msh, ("Lagrange", 1))
-    depth = bathymetry_function(V, lambda x: shelf_bathymetry(x, depth_coast=3.0, depth_shelf=12.0,
-                                                              depth_ocean=40.0))
-    x_sea = BAY_COASTLINE[BAY_OPEN_SEA[0]][0]   # the open sea: the bay's straight eastern edge
-    sea = dolfinx.mesh.locate_entities_boundary(msh, 1, lambda p: np.isclose(p[0], x_sea))
-    return assemble_diffusion(V, depth, dirichlet_facets=sea), V
 
 
 def jiggled_unit_cube(n: int, *, amplitude: float = 0.3, seed: int = 0,
