@@ -24,6 +24,7 @@ from deepnum_fem.fem.external import lower as lower_ml
 from deepnum_fem.fem.forms import ValueSnapshot, coefficients_and_constants, depends_on, is_constant
 from deepnum_fem.fem.nullspace import NullSpace
 from deepnum_fem.fem.options import DIRECT_LINEAR, NEWTON, SolverOptions, solver_options
+from deepnum_fem.fem.petsc_solvers import BorrowedPC, ksp_options, options_in_database, preconditioner_errors
 
 _prefix_counter = itertools.count()
 # Every problem by creation number, held until it is destroyed explicitly or at exit. Destroying a
@@ -43,35 +44,6 @@ def destroy_live_problems() -> None:
     2,000 per process). Operators whose problems are destroyed can no longer be used."""
     for key in sorted(_live_problems):
         _live_problems[key].destroy()
-
-
-def _ksp_options(options: dict) -> dict:
-    """The linear-solver part of a PETSc options dict (for the adjoint of a Newton solve): all but
-    the SNES options, so that nested solvers' options (``fieldsplit_*``, ``mg_levels_*``) stay."""
-    return {k: v for k, v in options.items() if k.split("_")[0] != "snes"}
-
-
-def _set_options(prefix: str, options: dict) -> None:
-    db = PETSc.Options()
-    for k, v in options.items():
-        db[f"{prefix}{k}"] = v
-
-
-@contextlib.contextmanager
-def _options_in_database(prefix: str, options: dict):
-    """The options back in PETSc's database for the duration of a solve, removed after.
-
-    The solvers' own options are read when they are made, and the database is then cleaned;
-    but nested solvers (PCFIELDSPLIT's splits, a Schur complement's solver, the levels of
-    PCMG) are made, and read theirs, only when the preconditioner is first set up, in a solve.
-    """
-    _set_options(prefix, options)
-    try:
-        yield
-    finally:
-        db = PETSc.Options()
-        for k in options:
-            db.delValue(f"{prefix}{k}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +129,7 @@ class AdjointProblem:
         user = dict(solver.petsc_options or {})
         self.petsc_options = solver_options(user, DIRECT_LINEAR if self.linear else NEWTON)
         self.adjoint_petsc_options = (dict(adjoint_petsc_options) if adjoint_petsc_options is not None
-                                      else solver_options(_ksp_options(user), DIRECT_LINEAR))
+                                      else solver_options(ksp_options(user), DIRECT_LINEAR))
         if nullspace is not None and not self.linear:
             raise DeepnumFemError("nullspace= is supported for linear problems; a Newton problem needs "
                                   "conditions that make its Jacobian non-singular")
@@ -250,7 +222,7 @@ class AdjointProblem:
         ksp.setOptionsPrefix(prefix)
         # the options only while they are read (the global database stays clean); a
         # preconditioner's own error (a TwoLevel option it does not know) raised as such
-        with _options_in_database(prefix, options), _preconditioner_errors():
+        with options_in_database(prefix, options), preconditioner_errors():
             ksp.setFromOptions()
         return ksp
 
@@ -262,7 +234,7 @@ class AdjointProblem:
         ksp.setTolerances(rtol=1e-12, atol=1e-50, max_it=40)
         pc = ksp.getPC()
         pc.setType("python")
-        pc.setPythonContext(_BorrowedPC(self._newton.solver.getKSP().getPC()))
+        pc.setPythonContext(BorrowedPC(self._newton.solver.getKSP().getPC()))
         return ksp
 
     @contextlib.contextmanager
@@ -272,7 +244,7 @@ class AdjointProblem:
         prefix = ksp.getOptionsPrefix()
         options = self.petsc_options if prefix == self.prefix else (
             self.adjoint_petsc_options if prefix == f"{self.prefix}adjoint_" else {})
-        with _options_in_database(prefix, options), _preconditioner_errors():
+        with options_in_database(prefix, options), preconditioner_errors():
             yield
 
     def _make_bc_mask(self) -> np.ndarray:
@@ -570,34 +542,6 @@ class AdjointProblem:
                 obj.destroy()
         for c in [*self.controls, *self.ml_controls]:
             c.destroy()
-
-
-class _BorrowedPC:
-    """PETSc python-PC context applying another solver's already set-up preconditioner."""
-
-    def __init__(self, pc: PETSc.PC):
-        self.pc = pc
-
-    def apply(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:
-        self.pc.apply(x, y)
-
-    def applyTranspose(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:  # noqa: N802 (PETSc's name)
-        self.pc.applyTranspose(x, y)
-
-
-@contextlib.contextmanager
-def _preconditioner_errors():
-    """Raise a deepnum-fem preconditioner's own error (e.g. ``LearnedFSAI`` on a matrix without a
-    positive diagonal) instead of the bare ``PETSc.Error`` that PETSc reports, whose cause it is.
-    Those preconditioners decide their errors on all ranks together."""
-    try:
-        yield
-    except PETSc.Error as e:
-        cause = e.__cause__
-        if isinstance(cause, DeepnumFemError):
-            raise cause from cause.__cause__   # keeps a NetworkError's original exception
-        raise
-
 
 
 def _check_controls(F, u, controls, bcs) -> None:
