@@ -48,7 +48,7 @@ def heat():
 
 
 def test_operator_factorised_once(heat):
-    assert heat.step_op.linear and heat.step_op.problem._operator_fixed
+    assert heat.step_op.linear and heat.step_op.problem.shares_factorisation
 
 
 @pytest.mark.parametrize("checkpoint_every", [None, 7])
