@@ -33,7 +33,8 @@ class FemOperator:
             petsc_options_prefix=petsc_options_prefix, initial_guess=initial_guess, configure_ksp=configure_ksp,
             nullspace=nullspace, direct_rtol=direct_rtol,
             jit_options=jit_options, form_compiler_options=form_compiler_options)
-        # weights of the networks in F: inputs of the op too, so autograd sends them gradients
+        #: The weights of the networks in ``F`` (its ml_operators): inputs of the op too, so that
+        #: autograd sends them gradients.
         self.ml_parameters = unique_parameters(self.problem.ml_models)
 
     def parameter_gradients(self) -> list[torch.Tensor | None]:
