@@ -53,6 +53,18 @@ def public_module_names() -> list[str]:
     return sorted(names)
 
 
+def _all_modules() -> dict[str, ModuleType]:
+    """Every importable module of the package, private ones included (for attribute docs)."""
+    root = importlib.import_module(PACKAGE)
+    out = {}
+    for info in pkgutil.walk_packages(root.__path__, f"{PACKAGE}."):
+        try:
+            out[info.name] = importlib.import_module(info.name)
+        except Exception:  # noqa: BLE001  (a module that cannot be imported has nothing to lend)
+            continue
+    return out
+
+
 def public_names(module: ModuleType) -> list[str]:
     """``__all__``, or the public classes and functions the module defines."""
     names = getattr(module, "__all__", None)
@@ -104,12 +116,25 @@ def public_api() -> dict[str, Module]:
             return defining
         return exporters[0]
 
+    private: dict[str, ModuleType] = {}
+
     def data_doc(module: Module, name: str) -> str:
-        """A value's ``#:`` doc: where it is exported, else in any public module holding the same
-        object under that name (a constant defined in a module that does not export it)."""
+        """A value's ``#:`` doc: where it is exported, else in any module of the package, private
+        ones included, that holds the same object under that name (a constant defined in a
+        module that does not export it, or in a private module a package re-exports from)."""
         obj = getattr(module.module, name)
         holders = [m for m in order if getattr(modules[m].module, name, None) is obj]
-        return next((attr_docs[m][name] for m in [module.name, *holders] if attr_docs[m].get(name)), "")
+        doc = next((attr_docs[m][name] for m in [module.name, *holders] if attr_docs[m].get(name)), "")
+        if doc:
+            return doc
+        if not private:
+            private.update(_all_modules())
+        for other, mod in private.items():
+            if getattr(mod, name, None) is obj:
+                doc = attribute_docs(other).get(name, "")
+                if doc:
+                    return doc
+        return ""
 
     for module in modules.values():
         module.canonical = {name: home(module, name) for name in module.names}

@@ -188,7 +188,8 @@ def conditions(record: dict) -> str:
     v = record["versions"]
     commit = record["commit"][:10] + (" with local changes" if record["dirty"] else "")
     load_avg = ", ".join(f"{x:.2f}" for x in record["load_average_at_start"])
-    return (f"{record['ranks']} rank{'s' if record['ranks'] > 1 else ''}: {record['command']} — finished {record['date']}, "
+    ranks = f"{record['ranks']} rank{'s' if record['ranks'] > 1 else ''}"
+    return (f"{ranks}: {record['command']} — finished {record['date']}, "
             f"commit {commit}, {record['cpus']} CPUs (load average {load_avg} at the start), deepnum-fem "
             f"{v['deepnum_fem']}, DOLFINx {v['dolfinx']}, PETSc {v['petsc']}, torch {v['torch']}; "
             f"{record['wall_s']:.0f} s in all.")
