@@ -28,6 +28,7 @@ from deepnum_fem.ops.ml_operator import MLOperator, ml_operator
 from deepnum_fem.ops.timestepping import rollout
 from deepnum_fem.verification import TaylorResult, taylor_test, taylor_test_parameters
 
+#: The package version.
 __version__ = "0.1.0.dev0"
 
 limit_torch_threads()

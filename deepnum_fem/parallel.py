@@ -1,6 +1,6 @@
 """Autograd-aware MPI reductions and the data-parallel helpers for torch modules.
 
-Conventions (see DESIGN.md, "MPI rules"):
+Conventions (the documentation's concepts page, "Ownership" and "Collective operations"):
 
 * A *distributed* tensor holds this rank's owned dofs; a *replicated* tensor (a network
   parameter, a Constant's value) is identical on every rank.

@@ -10,7 +10,7 @@
 # be freed) is skipped when searching, and an existing .venv on one is rebuilt.
 # A second run with everything in place only compares a stamp and returns.
 # Environment: DNF_PYTHON (a Python to use; a leaking one is used with a warning),
-# DNF_CACHE (cache folder), DNF_EXTRAS (pip extras, default "dolfinx,viz,dev"),
+# DNF_CACHE (cache folder), DNF_EXTRAS (pip extras, default "dolfinx,viz,dev,docs"),
 # DNF_FORCE_BUILD=1 (build CPython even when a suitable Python exists; used to check that route),
 # DNF_DEBIAN_MIRROR (the Debian archive URI to fetch the python3.13 source package from, e.g.
 # http://mirror.example.org/debian; by default the URI of the first Debian (non-security) `deb`
@@ -25,7 +25,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${DNF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/deepnum-fem}"
 venv="$repo/.venv"
-extras="${DNF_EXTRAS:-dolfinx,viz,dev}"
+extras="${DNF_EXTRAS:-dolfinx,viz,dev,docs}"
 
 say() { printf '[deepnum-fem setup] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }

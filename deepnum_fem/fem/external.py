@@ -51,6 +51,7 @@ class MLOperator(ufl.ExternalOperator):
     def __init__(self, *operands, function_space, derivatives=None, argument_slots=(), model=None):
         super().__init__(*operands, function_space=function_space, derivatives=derivatives,
                          argument_slots=argument_slots)
+        #: The model that evaluates the node (values and derivatives at the quadrature points).
         self.model: PointwiseModel = model
 
     def _ufl_expr_reconstruct_(self, *operands, function_space=None, derivatives=None,
@@ -61,6 +62,7 @@ class MLOperator(ufl.ExternalOperator):
 
 
 def find_ml_operators(form: ufl.Form) -> list[MLOperator]:
+    """The ml_operator nodes of ``form``, in the order their models were made (the same on every rank)."""
     return sorted(extract_type(form, MLOperator), key=lambda n: n.model.serial)
 
 

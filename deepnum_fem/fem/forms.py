@@ -10,6 +10,7 @@ import ufl
 
 
 def is_constant(m) -> bool:
+    """Whether ``m`` is a ``dolfinx.fem.Constant`` (a control whose tensor is its value)."""
     return isinstance(m, dolfinx.fem.Constant)
 
 

@@ -25,6 +25,7 @@ __all__ = ["AlievPanfilov", "HybridIonic", "IonicModel", "MitchellSchaeffer"]
 class IonicModel(nn.Module):
     """Base class: subclasses define :attr:`n_slow`, :meth:`current`, :meth:`slow_step`."""
 
+    #: number of slow variables ``w`` (the state's rows after ``v``)
     n_slow: int = 1
     #: resting values of ``(v, *w)``
     rest: tuple[float, ...] = (0.0, 0.0)

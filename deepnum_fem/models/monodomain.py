@@ -18,7 +18,7 @@ scale field ``s(x)`` (a control: estimable). Each time step of length ``dt`` is 
 ``splitting="godunov"`` (reaction dt, diffusion dt) or ``"strang"`` (reaction dt/2,
 diffusion dt, reaction dt/2). Both are first order in ``dt`` here, because the reaction
 step is forward Euler; Strang's symmetric arrangement has the smaller constant (measured
-front speeds in the tests and README).
+front speeds in the tests).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 For the depth-averaged velocity ``u`` (m/s) and the free-surface elevation ``η`` (m) above
 the still-water level, with total depth ``H = h_b(x) + η`` over the bathymetry ``h_b``
-(m, positive down), in primitive (non-conservative) form:
+(m, positive down), in primitive (non-conservative) form::
 
     ∂u/∂t + (u·∇)u + f ẑ×u + g∇η + c_d |u| u / H - ∇·(ν∇u) = τ_wind / (ρ H),
     ∂η/∂t + ∇·(H u) = 0.

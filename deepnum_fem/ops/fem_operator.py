@@ -24,7 +24,8 @@ class FemOperator:
                  bcs: Sequence[dolfinx.fem.DirichletBC] = (), solver: SolverOptions | None = None,
                  **options):
         self.problem = AdjointProblem(F, u, list(controls), bcs=bcs, solver=SolverOptions.build(solver, **options))
-        # weights of the networks in F: inputs of the op too, so autograd sends them gradients
+        #: The weights of the networks in ``F`` (its ml_operators): inputs of the op too, so that
+        #: autograd sends them gradients.
         self.ml_parameters = unique_parameters(self.problem.ml_models)
 
     @property

@@ -265,6 +265,7 @@ def _is_quadrature(element) -> bool:
 
 
 def unique_parameters(models: Sequence[MLModel]) -> list[torch.nn.Parameter]:
+    """The parameters of the models' networks, each once (a network in several nodes shares them), in order."""
     seen: dict[int, torch.nn.Parameter] = {}
     for m in models:
         for p in m.net.parameters():

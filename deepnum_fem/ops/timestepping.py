@@ -13,7 +13,7 @@ Observe = Callable[[torch.Tensor, int], torch.Tensor]
 
 def rollout(step: Step, u0: torch.Tensor, n_steps: int, *, observe: Observe | None = None,
             checkpoint_every: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Apply ``u_{k+1} = step(u_k, k)`` for ``k = 0 .. n_steps - 1``.
+    """Apply ``u_{k+1} = step(u_k, k)`` for ``k`` from 0 to ``n_steps - 1``.
 
     Args:
         step: One time step, typically a ``dnf.fem_operator`` whose controls include the

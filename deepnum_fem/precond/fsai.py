@@ -43,7 +43,8 @@ _DIAG_COLUMN = {"A2": 2, "A": 1}       # the feature column that flags the diago
 _ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 _SOFTPLUS_ONE = math.log(math.e - 1.0)   # softplus(_SOFTPLUS_ONE) == 1
 DEFAULT_MODEL = Path(__file__).with_name("fsai_default.pt")
-DEFAULT_SMOOTHER = Path(__file__).with_name("twolevel_default.pt")   # TwoLevel's
+#: The bundled smoother model of :class:`~deepnum_fem.precond.TwoLevel` (used unless ``DNF_TWOLEVEL_MODEL`` is set).
+DEFAULT_SMOOTHER = Path(__file__).with_name("twolevel_default.pt")
 # kind -> (what it is called, the variable naming its file, the bundled file, how to make one)
 _MODEL_FILES = {
     "fsai": ("FSAI model", "DNF_FSAI_MODEL", DEFAULT_MODEL, "scripts/train_fsai.py"),

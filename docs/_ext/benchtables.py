@@ -1,0 +1,238 @@
+"""Benchmark tables generated from the committed ``bench/results/NAME.nRANKS.json`` files.
+
+``bench/record.py`` runs a benchmark script with ``--json`` and writes its output, untouched,
+under ``"result"``, next to the conditions of the run (command, commit, date, CPUs, load,
+versions). In a page,
+
+    ```{bench-table} cardiac
+    ```
+
+renders one table with a column per recorded rank count, then the conditions of each run.
+Every number comes from those files, at build time; nothing is generated into the source
+tree. A missing or malformed file is a build error (a warning, and the docs build with
+``-W``), and a page that shows a table is rebuilt when its JSON files change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from docutils import nodes
+from sphinx.util.docutils import SphinxDirective
+
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
+RANKS = (1, 2)
+
+Row = tuple[str, Callable[[dict], str]]
+
+
+def _f(x: float | None, digits: int = 2) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def _case(rows: list[dict], name: str, **match) -> dict | None:
+    return next((r for r in rows if r.get("case") == name and all(r.get(k) == v for k, v in match.items())), None)
+
+
+def _ratio_cell(row: dict | None) -> str:
+    if row is None:
+        return "not run"
+    return f"{_f(row['forward_s'], 3)} s → {_f(row['forward_plus_gradient_s'], 3)} s ({_f(row['ratio'])})"
+
+
+_FEM_CASES = {
+    "linear-mumps-k": "k control: operator assembled and factorised at each call",
+    "linear-mumps-f": "f control: operator factorised once for all calls",
+    "linear-gamg-k": "k control, iterative",
+    "newton": "Newton from zero, f control",
+}
+
+
+def _fem_operator(r: list[dict]) -> list[Row]:
+    rows: list[Row] = []
+    for case, what in _FEM_CASES.items():
+        def cell(res, case=case):
+            return _ratio_cell(_case(res, case))
+        solver = next((x["solver"] for x in r if x.get("case") == case), "")
+        rows.append((f"{what} ({solver}): forward → forward + gradient (ratio)", cell))
+
+    def batch(res):
+        row = _case(res, "batch16")
+        return "not run" if row is None else (f"{_f(row['batched_s'], 3)} s vs {_f(row['loop_s'], 3)} s "
+                                              f"(batched {_f(row['speedup'])}× as fast)")
+
+    rows.append(("16 right-hand sides: one batched call vs 16 calls", batch))
+    for every, label in ((None, "no checkpoints"), (20, "checkpoint_every=20")):
+        def memory(res, every=every):
+            row = _case(res, "rollout-memory", checkpoint_every=every)
+            return "not run" if row is None else (f"{_f(row['peak_mib'], 1)} MiB/rank "
+                                                  f"(one state {_f(row['state_mib'], 2)} MiB)")
+        rows.append((f"200-step heat rollout, peak traced host memory over forward + backward, {label}", memory))
+    rows.append(("P1 dofs", lambda res: f"{res[0]['dofs']:,}" if res and "dofs" in res[0] else "—"))
+    return rows
+
+
+def _cardiac(r: dict) -> list[Row]:
+    return [
+        ("P1 dofs; steps of the rollout", lambda x: f"{x['dofs']:,}; {x['steps']}"),
+        ("time per step, no graph / recording the graph",
+         lambda x: f"{_f(x['ms_per_step_nograd'])} / {_f(x['ms_per_step_graph'])} ms"),
+        ("time per step recording the graph in checkpoint blocks of 20",
+         lambda x: f"{_f(x['ms_per_step_graph_checkpointed'])} ms"),
+        ("(forward + gradient) / forward, no checkpoints", lambda x: _f(x["gradient_ratio"])),
+        ("same with checkpoint blocks of 20 steps (one more forward)", lambda x: _f(x["gradient_ratio_checkpointed"])),
+        ("(forward + gradient) / forward without graph, no checkpoints", lambda x: _f(x["gradient_ratio_vs_nograd"])),
+        ("what autograd saves for the backward, whole rollout, no checkpoints (saved-tensor hooks)",
+         lambda x: f"{_f(x['saved_mib_per_rank'], 1)} MiB/rank ({_f(x['saved_mib_per_rank'] / x['steps'], 3)} "
+                   "MiB per step)"),
+    ]
+
+
+def _transport(r: dict) -> list[Row]:
+    def share(key: str) -> Callable[[dict], str]:
+        return lambda x: f"{_f(x[key], 3)} ms ({100 * x[key] / x['ms_per_step_nograd']:.0f} % of a step)"
+
+    def sensors(n: str) -> Callable[[dict], str]:
+        def cell(x):
+            s = x["sensor_cost"][n]
+            return (f"build {_f(s['build_ms'], 1)} ms; per step {_f(s['local_us'], 1)} µs "
+                    f"({100 * s['local_fraction_of_step']:.1f} % of a step); "
+                    f"sum of the series {_f(s['sum_series_ms'], 3)} ms")
+        return cell
+
+    return [
+        ("P1 dofs; steps; sensors; NeuralEmission weights",
+         lambda x: f"{x['dofs']:,}; {x['steps']}; {x['sensors']}; {x['emission_weights']:,}"),
+        ("time per step, no graph / recording the graph",
+         lambda x: f"{_f(x['ms_per_step_nograd'])} / {_f(x['ms_per_step_graph'])} ms"),
+        ("(forward + gradient) / forward, no checkpoints", lambda x: _f(x["gradient_ratio"])),
+        ("same with checkpoint blocks of 20 steps", lambda x: _f(x["gradient_ratio_checkpointed"])),
+        ("network evaluated once per rollout instead of every step: time, no graph / forward + gradient",
+         lambda x: f"{_f(x['hoisted_vs_per_step_nograd'])}× / {_f(x['hoisted_vs_per_step_gradient'])}×"),
+        ("factorisations: first rollout / a gradient rollout after a change of operator / all timed rollouts",
+         lambda x: f"{x['factorisations_first_rollout']} / {x['factorisations_gradient_rollout']} / "
+                   f"{x['factorisations_later']} (in {x['later_rollouts']})"),
+        ("one residual assembly (SUPG form)", share("residual_assembly_ms")),
+        ("one LU solve (MUMPS, factorised)", share("lu_solve_ms")),
+        ("one evaluation of the emission network, no graph", share("emission_ms_nograd")),
+        ("20 point sensors", sensors("20")),
+        ("200 point sensors", sensors("200")),
+    ]
+
+
+def _shallow_water(r: dict) -> list[Row]:
+    rows: list[Row] = [
+        ("mesh: vertices; P2–P1 dofs; steps of dt",
+         lambda x: f"{x['vertices']:,}; {x['dofs']:,}; {x['steps']} of {x['dt']:.0f} s"),
+    ]
+    for name, label in (("field", "DG0 drag field"), ("law", "learned drag law (MLP in the form)")):
+        def ckpt(x, name=name):
+            c = x[name]
+            if c["gradient_ratio_checkpointed"] is None:
+                return f"fails: {(c['checkpointing_error'] or '').splitlines()[0][:80]}"
+            return _f(c["gradient_ratio_checkpointed"])
+        rows += [
+            (f"{label}: time per step, no graph / recording the graph",
+             lambda x, name=name: f"{_f(x[name]['ms_per_step_nograd'], 1)} / {_f(x[name]['ms_per_step_graph'], 1)} ms"),
+            (f"{label}: Newton iterations per step, mean (max)",
+             lambda x, name=name: f"{_f(x[name]['newton_mean'])} ({x[name]['newton_max']})"),
+            (f"{label}: (forward + gradient) / forward without graph, no checkpoints",
+             lambda x, name=name: _f(x[name]["gradient_ratio"])),
+            (f"{label}: same with checkpoint blocks of 20 steps", ckpt),
+        ]
+    return rows
+
+
+TABLES: dict[str, Callable] = {
+    "cardiac": _cardiac,
+    "fem_operator": _fem_operator,
+    "shallow_water": _shallow_water,
+    "transport": _transport,
+}
+
+
+def load(name: str, ranks: int) -> dict:
+    """The record of ``bench/NAME.py`` on ``ranks`` ranks (see ``bench/record.py``)."""
+    return json.loads((RESULTS / f"{name}.n{ranks}.json").read_text(encoding="utf-8"))
+
+
+def _paragraph(text: str) -> nodes.paragraph:
+    return nodes.paragraph(text, text)
+
+
+def _table(header: list[str], body: list[list[str]]) -> nodes.table:
+    table = nodes.table(classes=["bench-table"])
+    group = nodes.tgroup(cols=len(header))
+    table += group
+    for i in range(len(header)):
+        group += nodes.colspec(colwidth=3 if i == 0 else 2)
+    head = nodes.thead()
+    group += head
+    for cells, parent in (([header], head), (body, None)):
+        if parent is None:
+            parent = nodes.tbody()
+            group += parent
+        for cells_of_row in cells:
+            row = nodes.row()
+            for cell in cells_of_row:
+                entry = nodes.entry()
+                entry += _paragraph(cell)
+                row += entry
+            parent += row
+    return table
+
+
+def conditions(record: dict) -> str:
+    v = record["versions"]
+    commit = record["commit"][:10] + (" with local changes" if record["dirty"] else "")
+    load_avg = ", ".join(f"{x:.2f}" for x in record["load_average_at_start"])
+    ranks = f"{record['ranks']} rank{'s' if record['ranks'] > 1 else ''}"
+    return (f"{ranks}: {record['command']} — finished {record['date']}, "
+            f"commit {commit}, {record['cpus']} CPUs (load average {load_avg} at the start), deepnum-fem "
+            f"{v['deepnum_fem']}, DOLFINx {v['dolfinx']}, PETSc {v['petsc']}, torch {v['torch']}; "
+            f"{record['wall_s']:.0f} s in all.")
+
+
+class BenchTable(SphinxDirective):
+    """``{bench-table} NAME``: the table of ``bench/NAME.py``'s recorded runs."""
+
+    required_arguments = 1
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        name = self.arguments[0]
+        if name not in TABLES:
+            raise self.error(f"bench-table: unknown benchmark {name!r}; known: {sorted(TABLES)}")
+        records = []
+        for ranks in RANKS:
+            path = RESULTS / f"{name}.n{ranks}.json"
+            self.env.note_dependency(str(path))
+            try:
+                records.append(load(name, ranks))
+            except (OSError, ValueError) as e:
+                raise self.error(f"bench-table {name}: cannot read {path}: {e}; record it with "
+                                 f"python bench/record.py {name}") from None
+        try:
+            rows = TABLES[name](records[0]["result"])
+            header = [""] + [f"{r['ranks']} rank{'s' if r['ranks'] > 1 else ''}" for r in records]
+            body = [[label] + [cell(r["result"]) for r in records] for label, cell in rows]
+        except (KeyError, TypeError, IndexError, ZeroDivisionError) as e:
+            raise self.error(f"bench-table {name}: the recorded JSON lacks what the table needs "
+                             f"({type(e).__name__}: {e}); re-record with python bench/record.py {name}") from None
+        out: list[nodes.Node] = [_table(header, body)]
+        conds = nodes.bullet_list()
+        for r in records:
+            item = nodes.list_item()
+            item += _paragraph(conditions(r))
+            if r["log"]:
+                item += nodes.literal_block(r["log"][0], r["log"][0])
+            conds += item
+        out += [_paragraph(f"Conditions (from bench/results/{name}.n*.json):"), conds]
+        return out
+
+
+def setup(app):
+    app.add_directive("bench-table", BenchTable)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
