@@ -18,16 +18,15 @@ import dataclasses
 import html.parser
 import inspect
 import os
-import re
 import subprocess
 import sys
-import traceback
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from mpi4py import MPI
 
 import pytest
+from code_blocks import NOT_RUN, Block, blocks, run
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -165,76 +164,36 @@ def test_the_link_check_finds_broken_links(tmp_path):
 
 # -- the pages' code ------------------------------------------------------------------------
 
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([^`\s]*)")
-_NOT_RUN = {"bash", "console", "text"}
-_RUNNER = """
-import sys, traceback
-try:
-    exec(compile(sys.stdin.read(), sys.argv[1], "exec"), {"__name__": "__main__"})
-except BaseException as exc:
-    traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
-    sys.exit(1)
-"""
-
-
 def _pages() -> list[Path]:
     return sorted(p for p in DOCS.rglob("*.md") if not p.relative_to(DOCS).parts[0].startswith(("_", "api"))
                   and p.name != "README.md")
 
 
-def _blocks(path: Path) -> list[tuple[str, int, str]]:
-    """(language, first line of code, source padded so that its line numbers are the page's)."""
-    blocks, fence, lang, start, body = [], None, "", 0, []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        match = _FENCE.match(line.lstrip())
-        if fence is None:
-            if match:
-                fence, lang, start, body = match.group(1), match.group(2).lower(), number + 1, []
-        elif match and match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence) and not match.group(2):
-            blocks.append((lang, start, "\n" * (start - 1) + "\n".join(body) + "\n"))
-            fence = None
-        else:
-            body.append(line)
-    assert fence is None, f"{path}:{start - 1}: a fenced block is never closed"
-    return blocks
+def _blocks(path: Path) -> list[Block]:
+    return blocks(path.read_text(encoding="utf-8"), path)
 
 
 def _code_params() -> list:
     params = []
     for path in _pages():
-        for lang, start, source in _blocks(path):
-            if lang == "python":
-                params.append(pytest.param(path, source, id=f"{path.relative_to(DOCS).as_posix()}:{start}"))
+        for block in _blocks(path):
+            if block.lang == "python":
+                params.append(pytest.param(path, block, id=f"{path.relative_to(DOCS).as_posix()}:{block.first_line}"))
     return params
 
 
 def test_every_fence_of_the_pages_is_classified():
     """A block is run (```python), declared not to be Python (```bash, ```text, ...), or a directive."""
-    unknown = [f"{path.relative_to(DOCS)}:{start - 1}: ```{lang}" for path in _pages()
-               for lang, start, _ in _blocks(path)
-               if lang not in _NOT_RUN | {"python"} and not lang.startswith("{")]
-    assert not unknown, f"fences in no known language (run: python; not run: {sorted(_NOT_RUN)}): {unknown}"
+    unknown = [f"{path.relative_to(DOCS)}:{b.first_line - 1}: ```{b.lang}" for path in _pages()
+               for b in _blocks(path) if b.lang not in NOT_RUN | {"python"} and not b.lang.startswith("{")]
+    assert not unknown, f"fences in no known language (run: python; not run: {sorted(NOT_RUN)}): {unknown}"
     assert len(_code_params()) >= 5
 
 
-@pytest.mark.parametrize(("path", "source"), _code_params())
-def test_page_code_block(path: Path, source: str, mpi_tmp_path):
+@pytest.mark.parametrize(("path", "block"), _code_params())
+def test_page_code_block(path: Path, block: Block, mpi_tmp_path):
     """Run one block in a fresh namespace, in an empty directory shared by the ranks."""
-    if MPI.COMM_WORLD.size == 1:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "MPI", "HYDRA"))}
-        proc = subprocess.run([sys.executable, "-c", _RUNNER, str(path)], input=source, cwd=mpi_tmp_path, env=env,
-                              capture_output=True, text=True, timeout=300)
-        failure = None if proc.returncode == 0 else f"{proc.stdout[-2000:]}{proc.stderr[-6000:]}"
-    else:
-        previous = os.getcwd()
-        os.chdir(mpi_tmp_path)
-        try:
-            exec(compile(source, str(path), "exec"), {"__name__": "__main__"})
-            failure = None
-        except Exception as exc:
-            failure = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
-        finally:
-            os.chdir(previous)
+    failure = run(block, path, mpi_tmp_path)
     failures = MPI.COMM_WORLD.allgather(failure)
     if any(failures):
         pytest.fail("\n".join(f"the block in {path} (rank {rank}) failed:\n{text}"

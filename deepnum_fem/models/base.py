@@ -113,9 +113,13 @@ def model_solver(solver: SolverOptions | None, petsc_options: Mapping | None, **
 class TimeSteppingModel(abc.ABC):
     """A time-stepping model: ``state_{k+1} = step(state_k, k, **controls)``.
 
-    Subclasses set :attr:`mesh`, :attr:`comm`, :attr:`dt`, :attr:`t0`, :attr:`controls` and the
-    step's operation (:attr:`operator`), and implement :meth:`initial_state`, :meth:`control`,
-    :meth:`_step` and :meth:`_output`.
+    Attributes: ``mesh``; ``dt``, the time step; ``t0``, the time of the state at step 0;
+    :attr:`controls`; :attr:`comm`, :attr:`operator` and :attr:`domain` (read-only).
+
+    A subclass sets ``mesh``, ``dt``, ``t0``, ``controls``, ``_domain`` and ``_operator`` (the
+    step's :class:`~deepnum_fem.FemOperator`) and implements :meth:`initial_state`,
+    :meth:`control`, :meth:`sensors`, ``_step(state, k, controls)`` (one step with every
+    control's tensor) and ``_output()`` (what :meth:`write_xdmf` writes).
     """
 
     #: The mesh, its communicator, the time step and the time of the state at step 0.

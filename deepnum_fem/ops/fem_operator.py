@@ -45,7 +45,8 @@ class FemOperator:
 
     @property
     def solver(self):
-        """The forward PETSc solver (KSP, or SNES for Newton); see :attr:`problem`."""
+        """The forward PETSc solver (KSP, or SNES for Newton); ``problem.adjoint_solver`` is the
+        adjoint's."""
         return self.problem.solver
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
