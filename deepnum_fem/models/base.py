@@ -26,7 +26,6 @@ operator                the diffusion solve          the step solve             
 from __future__ import annotations
 
 import abc
-import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 
@@ -258,10 +257,9 @@ class TimeSteppingModel(abc.ABC):
         if self._operator is not None:
             self._operator.destroy()
 
-    def __repr__(self) -> str:
-        n = self.comm.allreduce(math.prod(self.state_shape))
-        return (f"{type(self).__name__}(dt={self.dt:g}, {n} state values on {self.comm.size} rank(s), "
-                f"controls={list(self.controls)})")
+    def __repr__(self) -> str:   # not collective: a repr may be asked for on one rank only
+        return (f"{type(self).__name__}(dt={self.dt:g}, state {self.state_shape} on rank {self.comm.rank} of "
+                f"{self.comm.size}, controls={list(self.controls)})")
 
 
 class PointSensorsOf:
