@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -30,16 +31,19 @@ from deepnum_fem.geometry import (
     CITY_TAGS,
     COAST_CELL_TAGS,
     COAST_TAGS,
+    DISTRICT_CELL_TAGS,
+    DISTRICT_TAGS,
     LV_CELL_TAGS,
     LV_TAGS,
     city_blocks,
     coastal_domain,
+    district_domain,
     left_ventricle,
 )
 from deepnum_fem.geometry.gmsh_model import gmsh_session
 
-__all__ = ["MESH_DIR", "bundled_mesh_path", "load_city", "load_coast", "load_left_ventricle", "load_mesh",
-           "write_frames"]
+__all__ = ["MESH_DIR", "bundled_mesh_path", "load_city", "load_coast", "load_district", "load_district_footprints",
+           "load_left_ventricle", "load_mesh", "write_frames"]
 
 #: Where the bundled meshes live (the repository's ``meshes/``; the package is installed editable).
 MESH_DIR = Path(__file__).resolve().parents[1] / "meshes"
@@ -49,6 +53,8 @@ BUNDLED_LV_H = 1.0
 BUNDLED_CITY_H = 8.0
 #: Offshore mesh size (m) of ``meshes/coast.msh``, and of the fallback when it is absent.
 BUNDLED_COAST_H = 500.0
+#: Domain radius and mesh sizes (m) of ``meshes/bubenec_district.msh``.
+BUNDLED_DISTRICT = {"radius": 350.0, "h": 10.0, "h_near": 2.0}
 
 #: Integer cell-data arrays meshio uses for tags, tried in this order when ``tag_name`` is not given.
 _TAG_ARRAYS = ("gmsh:physical", "medit:ref")
@@ -154,6 +160,39 @@ def load_coast(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
     warnings.warn(f"{path} is missing; generating the bay with gmsh (h={BUNDLED_COAST_H}). "
                   "Run `python scripts/make_coast_mesh.py` to write it.", stacklevel=2)
     return coastal_domain(BAY_COASTLINE, BAY_OPEN_SEA, islands=BAY_ISLANDS, h=BUNDLED_COAST_H, comm=comm)
+
+
+def load_district_footprints() -> dict:
+    """The bundled Prague-Bubeneč district (``meshes/bubenec_district.json``, extracted from
+    momepy's dataset by ``scripts/make_district_mesh.py``; provenance in ``meshes/README.md``).
+
+    Returns:
+        ``buildings``: the merged footprints, each an ``(n, 2)`` array (metres, counter-clockwise,
+        about the district's centre); ``streets``: the street centrelines, ``(m, 2)`` arrays;
+        ``radius``: of the bundled mesh's circular domain; and the file's ``provenance`` (source,
+        licence, projection, processing).
+    """
+    record = json.loads(bundled_mesh_path("bubenec_district").with_suffix(".json").read_text(encoding="utf-8"))
+    return {"buildings": [np.array(b, dtype=np.float64) for b in record["buildings"]],
+            "streets": [np.array(s, dtype=np.float64) for s in record["streets"]],
+            "radius": float(record["mesh"]["radius"]),
+            "provenance": {k: v for k, v in record.items() if k not in ("buildings", "streets")}}
+
+
+def load_district(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
+    """The bundled street space of Prague-Bubeneč (``meshes/bubenec_district.msh``), distributed.
+
+    :func:`deepnum_fem.geometry.district_domain` of :func:`load_district_footprints` with
+    :data:`BUNDLED_DISTRICT` (a 350 m circle, h = 10 m, 2 m at the walls). Tags: cells ``AIR``;
+    facets ``OUTER`` (the circle) and ``BUILDINGS``. When the file is absent the mesh is
+    generated from the footprints instead, with a warning.
+    """
+    path = bundled_mesh_path("bubenec_district")
+    if comm.bcast(path.is_file() if comm.rank == 0 else None, root=0):
+        return load_mesh(path, comm, gdim=2, required_tags=[*DISTRICT_CELL_TAGS, *DISTRICT_TAGS])
+    warnings.warn(f"{path} is missing; generating the district with gmsh ({BUNDLED_DISTRICT}). "
+                  "Run `python scripts/make_district_mesh.py` to write it.", stacklevel=2)
+    return district_domain(load_district_footprints()["buildings"], comm=comm, **BUNDLED_DISTRICT)
 
 
 def _load_msh(path: Path, comm: MPI.Comm, gdim: int, required_tags: Sequence[str | int]) -> MeshData:

@@ -10,6 +10,8 @@ One submodule per subject; the generators and their tags are re-exported here
   :func:`left_ventricle`, :func:`left_ventricle_volume`);
 * :mod:`~deepnum_fem.geometry.city`: the city blocks (``CITY_*``, :func:`city_blocks`,
   :func:`city_blocks_3d`);
+* :mod:`~deepnum_fem.geometry.district`: a real district's footprints in a circular domain
+  (``DISTRICT_*``, :func:`district_domain`, :func:`wind_boundaries`);
 * :mod:`~deepnum_fem.geometry.coast`: coastal seas (``COAST_*``, ``BAY_*``,
   :data:`EARTH_RADIUS`, :func:`lonlat_to_xy`, :func:`coastal_domain`);
 * :mod:`~deepnum_fem.geometry.polygons`: the polygon maths the coast validates with.
@@ -37,6 +39,7 @@ from deepnum_fem.geometry.coast import (
     coastal_domain,
     lonlat_to_xy,
 )
+from deepnum_fem.geometry.district import DISTRICT_CELL_TAGS, DISTRICT_TAGS, WIND_TAGS, district_domain, wind_boundaries
 from deepnum_fem.geometry.gmsh_model import from_gmsh_model, write_msh
 from deepnum_fem.geometry.heart import LV_CELL_TAGS, LV_DIMENSIONS, LV_TAGS, left_ventricle, left_ventricle_volume
 from deepnum_fem.geometry.shapes import box_with_cavity, plate_with_holes
@@ -52,18 +55,23 @@ __all__ = [
     "CITY_TAGS_3D",
     "COAST_CELL_TAGS",
     "COAST_TAGS",
+    "DISTRICT_CELL_TAGS",
+    "DISTRICT_TAGS",
     "EARTH_RADIUS",
     "LV_CELL_TAGS",
     "LV_DIMENSIONS",
     "LV_TAGS",
+    "WIND_TAGS",
     "box_with_cavity",
     "city_blocks",
     "city_blocks_3d",
     "coastal_domain",
+    "district_domain",
     "from_gmsh_model",
     "left_ventricle",
     "left_ventricle_volume",
     "lonlat_to_xy",
     "plate_with_holes",
+    "wind_boundaries",
     "write_msh",
 ]

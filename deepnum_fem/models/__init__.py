@@ -13,9 +13,17 @@ from deepnum_fem.models.fibres import rule_based_fibres, transmural_coordinate
 from deepnum_fem.models.ionic import AlievPanfilov, HybridIonic, IonicModel, MitchellSchaeffer
 from deepnum_fem.models.monodomain import Monodomain, Stimulus, activation_times, soft_activation_times
 from deepnum_fem.models.shallow_water import GaugeSensors, LearnedDragLaw, ShallowWater
-from deepnum_fem.models.transport import NeuralEmission, Transport, gaussian_source, line_source, potential_flow
+from deepnum_fem.models.transport import (
+    NeuralEmission,
+    Transport,
+    gaussian_source,
+    line_source,
+    polyline_source,
+    potential_flow,
+    street_sources,
+)
 
 __all__ = ["AlievPanfilov", "Domain", "GaugeSensors", "HybridIonic", "IonicModel", "LearnedDragLaw",
            "MitchellSchaeffer", "Monodomain", "NeuralEmission", "ShallowWater", "Stimulus", "TimeSteppingModel",
-           "Transport", "activation_times", "gaussian_source", "line_source", "potential_flow", "rule_based_fibres",
-           "soft_activation_times", "transmural_coordinate"]
+           "Transport", "activation_times", "gaussian_source", "line_source", "polyline_source", "potential_flow",
+           "rule_based_fibres", "soft_activation_times", "street_sources", "transmural_coordinate"]
