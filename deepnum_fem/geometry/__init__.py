@@ -5,7 +5,8 @@ One submodule per subject; the generators and their tags are re-exported here
 
 * :mod:`~deepnum_fem.geometry.gmsh_model`: gmsh plumbing (the gmsh module, a rank-0 model
   session, uniform and graded mesh sizes, :func:`write_msh`, :func:`from_gmsh_model`);
-* :mod:`~deepnum_fem.geometry.shapes`: :func:`plate_with_holes`, :func:`box_with_cavity`;
+* :mod:`~deepnum_fem.geometry.shapes`: :func:`plate_with_holes`, :func:`box_with_cavity`,
+  :func:`channel_with_cylinder` (the DFG benchmark's channel);
 * :mod:`~deepnum_fem.geometry.heart`: the Land et al. left ventricle (``LV_*``,
   :func:`left_ventricle`, :func:`left_ventricle_volume`);
 * :mod:`~deepnum_fem.geometry.city`: the city blocks (``CITY_*``, :func:`city_blocks`,
@@ -42,12 +43,13 @@ from deepnum_fem.geometry.coast import (
 from deepnum_fem.geometry.district import DISTRICT_CELL_TAGS, DISTRICT_TAGS, WIND_TAGS, district_domain, wind_boundaries
 from deepnum_fem.geometry.gmsh_model import from_gmsh_model, write_msh
 from deepnum_fem.geometry.heart import LV_CELL_TAGS, LV_DIMENSIONS, LV_TAGS, left_ventricle, left_ventricle_volume
-from deepnum_fem.geometry.shapes import box_with_cavity, plate_with_holes
+from deepnum_fem.geometry.shapes import CHANNEL_TAGS, box_with_cavity, channel_with_cylinder, plate_with_holes
 
 __all__ = [
     "BAY_COASTLINE",
     "BAY_ISLANDS",
     "BAY_OPEN_SEA",
+    "CHANNEL_TAGS",
     "CITY_BUILDINGS",
     "CITY_BUILDING_HEIGHTS",
     "CITY_CELL_TAGS",
@@ -63,6 +65,7 @@ __all__ = [
     "LV_TAGS",
     "WIND_TAGS",
     "box_with_cavity",
+    "channel_with_cylinder",
     "city_blocks",
     "city_blocks_3d",
     "coastal_domain",

@@ -3,9 +3,10 @@ models, fibres), coastal shallow water, urban pollutant transport.
 
 The three time-stepping models share one interface, :class:`TimeSteppingModel` (``base``):
 ``initial_state``, ``step(state, k, **controls)``, ``simulate``, ``sensors``, ``write_xdmf``,
-``destroy``. The names below are also in their submodules: ``base``, ``ionic`` (Aliev–Panfilov, Mitchell–Schaeffer,
-hybrid), ``monodomain`` (the split model, stimuli, activation times), ``fibres`` (rule-based
-fibre fields), ``shallow_water`` and ``transport``.
+``destroy``. The names below are also in their submodules: ``base``, ``ionic``
+(Aliev–Panfilov, Mitchell–Schaeffer, hybrid), ``monodomain`` (the split model, stimuli,
+activation times), ``fibres`` (rule-based fibre fields), ``shallow_water``, ``transport`` and
+``wind`` (a steady Navier–Stokes wind).
 """
 
 from deepnum_fem.models.base import Domain, TimeSteppingModel
@@ -22,8 +23,11 @@ from deepnum_fem.models.transport import (
     potential_flow,
     street_sources,
 )
+from deepnum_fem.models.wind import SteadyWind, parabolic_inflow
 
 __all__ = ["AlievPanfilov", "Domain", "GaugeSensors", "HybridIonic", "IonicModel", "LearnedDragLaw",
-           "MitchellSchaeffer", "Monodomain", "NeuralEmission", "ShallowWater", "Stimulus", "TimeSteppingModel",
-           "Transport", "activation_times", "gaussian_source", "line_source", "polyline_source", "potential_flow",
+           "MitchellSchaeffer", "Monodomain", "NeuralEmission", "ShallowWater", "SteadyWind", "Stimulus",
+           "TimeSteppingModel",
+           "Transport", "activation_times", "gaussian_source", "line_source", "parabolic_inflow", "polyline_source",
+           "potential_flow",
            "rule_based_fibres", "soft_activation_times", "street_sources", "transmural_coordinate"]

@@ -1,0 +1,94 @@
+"""The steady Navier–Stokes wind: the DFG benchmark "flow around a cylinder" 2D-1 (Schäfer &
+Turek 1996, Re = 20) and recirculation behind the buildings of the real district."""
+
+from __future__ import annotations
+
+import math
+
+from mpi4py import MPI
+
+import dolfinx.fem
+import numpy as np
+import pytest
+import torch
+import ufl
+
+import deepnum_fem as dnf
+from deepnum_fem.models import potential_flow
+from deepnum_fem.models.wind import SteadyWind, parabolic_inflow
+from deepnum_fem.sensors import PointSensors
+
+#: The benchmark's reference values (Schäfer & Turek 1996, as refined by John 2004 and Nabh 1998).
+C_DRAG, C_LIFT, DELTA_P = 5.57953523384, 0.010618948146, 0.11752016697
+U_MEAN, DIAMETER = 0.2, 0.1
+
+
+def _dfg(comm, h: float) -> tuple[float, float, float, int]:
+    data = dnf.geometry.channel_with_cylinder(h, comm=comm)
+    wind = SteadyWind(data, viscosity=1e-3, inflow="INFLOW", walls=["WALLS", "CYLINDER"],
+                      velocity=parabolic_inflow(0.41, 0.3))
+    wind.solve()
+    drag, lift = 2.0 * wind.force("CYLINDER") / (U_MEAN**2 * DIAMETER)
+    p = wind.pressure
+    sensors = PointSensors(wind.Q, np.array([[0.15, 0.2], [0.25, 0.2]]))
+    front, back = sensors(torch.from_numpy(p.x.array[: wind.Q.dofmap.index_map.size_local].copy()))
+    iterations = wind.newton_iterations
+    wind.destroy()
+    return float(drag), float(lift), float(front - back), iterations
+
+
+def test_the_dfg_cylinder_benchmark_at_re_20(comm):
+    """Measured: c_D error -0.73 %, -0.22 % (-0.075 % at h = 0.01, 149k dofs); c_L +3.2 %,
+    -0.55 %; Δp -0.10 %, -0.14 % (-1.5e-5 at h = 0.01). The same on 1 and 2 ranks."""
+    coarse, fine = _dfg(comm, 0.04), _dfg(comm, 0.02)
+    errors = [[abs(v / ref - 1.0) for v, ref in zip(run[:3], (C_DRAG, C_LIFT, DELTA_P), strict=True)]
+              for run in (coarse, fine)]
+    assert errors[1][0] < 3e-3 and errors[1][0] < 0.5 * errors[0][0], errors      # drag converges
+    assert errors[1][1] < 1e-2 and errors[1][2] < 2e-3, errors                       # lift, pressure drop
+    assert fine[3] <= 7 * 5, fine                                                    # Newton: a few per solve
+
+
+def test_the_district_wind_recirculates_behind_the_buildings(comm):
+    """At ν = 1 m²/s and 2 m/s (Reynolds number ~40 on a 20 m street), the wind reverses over
+    a part of the street space that potential flow, which slips along walls, leaves
+    (nearly) empty. Measured on this coarse mesh: 2.0 % of the area against 0.03 %."""
+    direction = np.array([math.cos(0.3), math.sin(0.3)])
+    footprints = dnf.io.load_district_footprints()
+    data = dnf.geometry.wind_boundaries(
+        dnf.geometry.district_domain(footprints["buildings"], radius=footprints["radius"], h=20.0, h_near=4.0,
+                                     comm=comm), direction)
+    wind = SteadyWind(data, viscosity=1.0, inflow="INFLOW", walls="BUILDINGS", velocity=2.0 * direction)
+    u = wind.solve()
+    slip = potential_flow(data, inflow="INFLOW", outflow="OUTFLOW", speed=2.0)
+    d = dolfinx.fem.Constant(data.mesh, direction)
+
+    def reversed_fraction(w) -> float:
+        reverse = ufl.conditional(ufl.lt(ufl.dot(w, d), -0.2), 1.0, 0.0) * ufl.dx
+        area = dolfinx.fem.Constant(data.mesh, 1.0) * ufl.dx
+        return (comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(reverse)), op=MPI.SUM)
+                / comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(area)), op=MPI.SUM))
+
+    viscous, inviscid = reversed_fraction(u), reversed_fraction(slip)
+    assert viscous > 0.01 and viscous > 10 * inviscid, (viscous, inviscid)
+    # the wind sticks to the walls and conserves mass (∫ q div u = 0 for every P1 q, q = 1 too):
+    # what enters through INFLOW leaves through OUTFLOW
+    ds = ufl.Measure("ds", domain=data.mesh, subdomain_data=data.facet_tags)
+    n = ufl.FacetNormal(data.mesh)
+
+    def total(form) -> float:
+        return comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(form)), op=MPI.SUM)
+
+    wall = total(ufl.dot(u, u) * ds(dnf.geometry.WIND_TAGS["BUILDINGS"]))
+    flux_in, flux_out = (total(ufl.dot(u, n) * ds(dnf.geometry.WIND_TAGS[k])) for k in ("INFLOW", "OUTFLOW"))
+    assert wall < 1e-20 and flux_in < 0 and abs(flux_in + flux_out) < 1e-8 * abs(flux_in), (wall, flux_in, flux_out)
+    wind.destroy()
+
+
+def test_bad_arguments_are_refused(comm):
+    data = dnf.geometry.channel_with_cylinder(0.08, comm=comm)
+    with pytest.raises(ValueError, match="viscosity must be > 0"):
+        SteadyWind(data, viscosity=0.0, inflow="INFLOW", walls="WALLS", velocity=(1.0, 0.0))
+    with pytest.raises(ValueError, match="continuation viscosities must exceed"):
+        SteadyWind(data, viscosity=1.0, inflow="INFLOW", walls="WALLS", velocity=(1.0, 0.0), continuation=[0.5])
+    with pytest.raises(ValueError, match="no boundary named 'WALL'"):
+        SteadyWind(data, viscosity=1.0, inflow="INFLOW", walls="WALL", velocity=(1.0, 0.0))
