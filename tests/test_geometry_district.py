@@ -17,7 +17,7 @@ import deepnum_fem as dnf
 from deepnum_fem.geometry import DISTRICT_TAGS, WIND_TAGS, district_domain, wind_boundaries
 from deepnum_fem.geometry.district import circle_polygon
 from deepnum_fem.geometry.polygons import first_crossing, inside, signed_area
-from deepnum_fem.models import Transport, polyline_source, potential_flow, street_sources
+from deepnum_fem.models import StreetEmission, Transport, polyline_source, potential_flow, street_sources
 
 FOOTPRINTS = dnf.io.load_district_footprints()
 BLOCKS = FOOTPRINTS["buildings"]
@@ -136,4 +136,42 @@ def test_the_street_traffic_lies_in_the_street_space(comm):
     lowest = comm.allreduce(float(c.min()), op=MPI.MIN)
     highest = comm.allreduce(float(c.max()), op=MPI.MAX)
     assert highest > 0 and lowest > -0.05 * highest, (lowest, highest)
+    model.destroy()
+
+
+def test_a_street_emission_is_never_negative_and_its_gradient_is_exact(comm):
+    """StreetEmission on the real district: >= 0 whatever its parameters (here pushed far
+    negative), the inventory at the start, and a Taylor test of its parameters through a
+    10-step rollout to the sensors."""
+    data = wind_boundaries(dnf.io.load_district(comm), (1.0, 0.3))
+    wind = potential_flow(data, inflow="INFLOW", outflow="OUTFLOW", speed=2.0)
+    model = Transport(data, wind, dt=10.0, diffusivity=1.0, decay=1e-4, dirichlet={"INFLOW": 0.0})
+    streets = FOOTPRINTS["streets"]
+    basis = street_sources(model.coordinates, streets, width=4.0)
+    inventory = torch.linspace(0.5, 2.0, len(streets), dtype=torch.float64)
+    emission = StreetEmission(model.coordinates, basis, inventory, ((-350, -350), (350, 350)), scale=0.05)
+    dnf.parallel.broadcast_parameters(emission)
+    start = emission.field().detach()
+    floor = 0.05 * torch.nn.functional.softplus(torch.tensor(-4.0, dtype=torch.float64))
+    assert torch.allclose(start, inventory @ basis + floor, rtol=1e-12, atol=1e-15)
+    with torch.no_grad():
+        for p in emission.parameters():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 20.0 - 10.0)
+        assert comm.allreduce(float(emission.field().min()), op=MPI.MIN) >= 0.0
+        for p, original in zip(emission.parameters(), StreetEmission(
+                model.coordinates, basis, inventory, ((-350, -350), (350, 350)), scale=0.05).parameters(),
+                strict=True):
+            p.copy_(original + 0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(2)))
+    dnf.parallel.broadcast_parameters(emission)
+    sensors = model.sensors([s[len(s) // 2] for s in streets[:6]])
+
+    def loss() -> torch.Tensor:
+        _, series = model.simulate(10, source=lambda k: emission(model.time(k)),
+                                   observe=lambda c, k: sensors.local(c))
+        return dnf.parallel.sum(series.square().sum(), comm)
+
+    rates = dnf.taylor_test_parameters(loss, emission, h0=0.05, comm=comm)
+    assert min(rates) >= 1.9, rates
+    with pytest.raises(ValueError, match="must be >= 0"):
+        StreetEmission(model.coordinates, basis, -inventory, ((-350, -350), (350, 350)))
     model.destroy()

@@ -16,6 +16,7 @@ from deepnum_fem.models.monodomain import Monodomain, Stimulus, activation_times
 from deepnum_fem.models.shallow_water import GaugeSensors, LearnedDragLaw, ShallowWater
 from deepnum_fem.models.transport import (
     NeuralEmission,
+    StreetEmission,
     Transport,
     gaussian_source,
     line_source,
@@ -27,7 +28,6 @@ from deepnum_fem.models.wind import SteadyWind, parabolic_inflow
 
 __all__ = ["AlievPanfilov", "Domain", "GaugeSensors", "HybridIonic", "IonicModel", "LearnedDragLaw",
            "MitchellSchaeffer", "Monodomain", "NeuralEmission", "ShallowWater", "SteadyWind", "Stimulus",
-           "TimeSteppingModel",
-           "Transport", "activation_times", "gaussian_source", "line_source", "parabolic_inflow", "polyline_source",
-           "potential_flow",
-           "rule_based_fibres", "soft_activation_times", "street_sources", "transmural_coordinate"]
+           "StreetEmission", "TimeSteppingModel", "Transport", "activation_times", "gaussian_source", "line_source",
+           "parabolic_inflow", "polyline_source", "potential_flow", "rule_based_fibres", "soft_activation_times",
+           "street_sources", "transmural_coordinate"]

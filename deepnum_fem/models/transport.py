@@ -47,8 +47,8 @@ from deepnum_fem.io import write_frames
 from deepnum_fem.models.base import Domain, PointSensorsOf, TimeSteppingModel, deprecated, model_solver
 from deepnum_fem.ops.fem_operator import fem_operator
 
-__all__ = ["NeuralEmission", "Transport", "gaussian_source", "line_source", "polyline_source", "potential_flow",
-           "street_sources"]
+__all__ = ["NeuralEmission", "StreetEmission", "Transport", "gaussian_source", "line_source", "polyline_source",
+           "potential_flow", "street_sources"]
 
 
 def potential_flow(domain, *legacy, inflow="INFLOW", outflow="OUTFLOW", speed: float = 1.0, degree: int = 2,
@@ -410,4 +410,60 @@ class NeuralEmission(torch.nn.Module):
 
     def forward(self, t: float) -> torch.Tensor:
         factor = 1.0 if self.profile is None else float(self.profile(t))
+        return factor * self.field()
+
+
+class StreetEmission(torch.nn.Module):
+    """A learned traffic emission that cannot go negative: each street's inventory rate times a
+    learned factor, plus a learned non-negative residual source for what the inventory misses,
+
+        S(x, t) = profile(t) · (Σ_i r_i e^{a_i} B_i(x) + scale · softplus(N_θ(x) - 4)),
+
+    with ``B = street_sources(...)`` (per unit rate), inventory rates ``r_i >= 0``, learned
+    log-factors ``a_i`` (zero at the start: the inventory as it is) and ``N_θ`` the RBF network
+    of :class:`NeuralEmission` (its output starts at zero, so the residual starts at
+    ``softplus(-4) scale ≈ 0.018 scale`` everywhere, small and with a gradient).
+
+    Args:
+        points: Node coordinates ``(n, d)`` (a model's owned P1 nodes).
+        basis: ``(n_streets, n)`` per-unit-rate street fields (:func:`street_sources`).
+        rates: The inventory's rates ``r_i`` (µg/s/m), ``(n_streets,)``, non-negative.
+        bounds: ``(lower corner, upper corner)`` of the residual network's RBF grid.
+        scale: The residual's magnitude (µg/m³/s).
+        profile: A known time factor ``t -> float``; 1 when None.
+        centres, hidden: Of the residual network (see :class:`NeuralEmission`).
+    """
+
+    OFFSET = 4.0
+
+    def __init__(self, points, basis: torch.Tensor, rates, bounds, *, scale: float = 1.0,
+                 profile: Callable[[float], float] | None = None, centres: Sequence[int] = (12, 12),
+                 hidden: int = 32):
+        super().__init__()
+        basis = torch.as_tensor(basis, dtype=torch.float64)
+        rates = torch.as_tensor(rates, dtype=torch.float64).reshape(-1)
+        if basis.ndim != 2 or basis.shape[0] != rates.shape[0]:
+            raise ShapeError(f"StreetEmission: basis (n_streets, n) and rates (n_streets,) expected, got "
+                             f"{tuple(basis.shape)} and {tuple(rates.shape)}")
+        if bool((rates < 0).any()) or bool((basis < 0).any()):
+            raise ValueError("StreetEmission: the inventory's rates and the street fields must be >= 0")
+        self.basis, self.rates = basis, rates.clone()       # rank-local and fixed: not parameters
+        self.log_factors = torch.nn.Parameter(torch.zeros(rates.shape[0], dtype=torch.float64))
+        self.residual = NeuralEmission(points, bounds, centres=centres, hidden=hidden, scale=1.0)
+        self.profile, self.scale = profile, float(scale)
+
+    def factors(self) -> torch.Tensor:
+        """The learned factors ``e^{a_i}`` of the streets' rates."""
+        return torch.exp(self.log_factors)
+
+    def field(self) -> torch.Tensor:
+        """``S`` before the time profile, at the nodes (float64, >= 0)."""
+        streets = (self.rates * self.factors()) @ self.basis
+        residual = self.scale * torch.nn.functional.softplus(self.residual.correction() - self.OFFSET)
+        return streets + residual.to(streets.device)
+
+    def forward(self, t: float) -> torch.Tensor:
+        factor = 1.0 if self.profile is None else float(self.profile(t))
+        if factor < 0:
+            raise ValueError(f"StreetEmission: the time profile must be >= 0, got {factor} at t = {t}")
         return factor * self.field()
