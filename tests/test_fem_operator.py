@@ -429,3 +429,14 @@ def test_counts_say_what_the_operator_did(poisson):
     op(f0)
     assert op.counts.assemblies == 2
     op.destroy()
+
+
+def test_a_failed_solve_is_not_counted():
+    msh = dolfinx.mesh.create_unit_square(COMM, 6, 6)
+    V = fem.functionspace(msh, ("Lagrange", 1))
+    u, v, f = fem.Function(V), ufl.TestFunction(V), fem.Function(V)
+    op = dnf.fem_operator(ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx - f * v * ufl.dx, u, controls=[f])
+    with pytest.raises(dnf.SolverError):          # no boundary condition: singular
+        op(torch.ones(V.dofmap.index_map.size_local, dtype=torch.float64))
+    assert op.counts.forward_solves == 0 and op.counts.assemblies == 1, op.counts
+    op.destroy()

@@ -100,6 +100,8 @@ def test_the_wind_splits_the_circle_into_inflow_and_outflow(comm, angle):
     flux_in, flux_out = (_total(comm, ufl.dot(d, n) * ds(WIND_TAGS[k])) for k in ("INFLOW", "OUTFLOW"))
     assert flux_in < 0 < flux_out and flux_in + flux_out == pytest.approx(0.0, abs=1e-9 * flux_out)
     assert _total(comm, ufl.conditional(ufl.gt(ufl.dot(d, n), 0), 1.0, 0.0) * ds(WIND_TAGS["INFLOW"])) == 0.0
+    with pytest.raises(ValueError, match="no OUTER boundary"):
+        wind_boundaries(data, -direction)                     # split again: from the original only
 
 
 def test_a_polyline_source_emits_its_rate_per_metre():

@@ -269,3 +269,42 @@ def test_the_old_spellings_warn_and_give_the_same_results(comm):
     assert _close(cardiac, got, expected)
     for m in (new, old, transport, cardiac):
         m.destroy()
+
+
+def test_a_control_that_does_not_exist_is_an_error_naming_the_controls(model):
+    with pytest.raises(ValueError, match="no control named 'wind'.*controls: "):
+        model.control("wind")
+
+
+def test_misread_positional_calls_are_errors_not_guesses(comm):
+    transport = _transport(comm)
+    source = transport.zeros()
+    with pytest.raises(TypeError, match="by keyword"):
+        transport.step(transport.zeros(), 0, source)           # new (c, k) with a positional control
+    with pytest.raises(TypeError, match="at most 3 positional"):
+        transport.step(transport.zeros(), source, source, source)
+    cardiac = _monodomain(comm)
+    with pytest.raises(TypeError, match="controls by keyword"):
+        cardiac.step(cardiac.initial_state(), 0, cardiac.control("scale"), cardiac.control("scale"))
+    for m in (transport, cardiac):
+        m.destroy()
+
+
+def test_solver_settings_reach_the_models_solvers(comm):
+    """A user's configure_ksp runs on ShallowWater's solvers after the model names its fields,
+    and petsc_options= goes with a solver= that holds other settings."""
+    seen = []
+    mesh = _square(comm, n=4, size=1000.0)
+    model = ShallowWater(mesh, 10.0, dt=30.0, solver=dnf.SolverOptions(configure_ksp=lambda ksp: seen.append(ksp)))
+    with torch.no_grad():
+        model.step(model.initial_state(), 0)
+    assert seen, "the user's configure_ksp was not called"
+    transport = Transport(mesh, (1.0, 0.0), dt=1.0, solver=dnf.SolverOptions(direct_rtol=1e-8),
+                          petsc_options={"ksp_type": "gmres", "pc_type": "jacobi", "ksp_rtol": 1e-12})
+    assert transport.operator.solver.getType() == "gmres"
+    assert transport.operator.problem.solver_options.direct_rtol == 1e-8
+    with pytest.raises(TypeError, match="not both"):
+        Transport(mesh, (1.0, 0.0), dt=1.0, solver=dnf.SolverOptions(petsc_options={"pc_type": "lu"}),
+                  petsc_options={"pc_type": "ilu"})
+    for m in (model, transport):
+        m.destroy()

@@ -49,13 +49,14 @@ def destroy_live_problems() -> None:
 @dataclasses.dataclass(frozen=True)
 class SolveCounts:
     """What a problem has done since it was made (read-only; see :attr:`AdjointProblem.counts`).
+    Solves are counted once they have passed their checks: a failed solve is not counted.
 
     Attributes:
         assemblies: Operator (Jacobian) assemblies by this package, forward and adjoint; for a
             direct solver each is one numerical factorisation at the next solve. Newton's own
             Jacobian assemblies are in ``newton_iterations``.
         forward_solves: Forward solves, a batched solve counting one per right-hand side.
-        newton_iterations: Newton iterations over all forward solves (0 for linear problems).
+        newton_iterations: Newton iterations of the counted forward solves (0 for linear problems).
         adjoint_solves: Adjoint solves, a batched solve counting one per right-hand side.
         recycled_adjoints: Adjoint solves of a Newton problem preconditioned by the forward's
             last factorisation instead of a factorisation of their own.
@@ -338,8 +339,8 @@ class AdjointProblem:
         self.checks.project(self.b.getArray())
         with self._solving(self.ksp):
             self.ksp.solve(self.b, self.x)
-        self._count(forward_solves=1)
         self.checks.solution(self.ksp, "forward linear solve", self.b, self.x)
+        self._count(forward_solves=1)
         owned_array(self.u)[:] = -self.x.getArray(readonly=True)
         self.u.x.scatter_forward()
 
@@ -360,7 +361,6 @@ class AdjointProblem:
         with self._solving(self._newton.solver.getKSP()):
             self._newton.solve()
         snes = self._newton.solver
-        self._count(forward_solves=1, newton_iterations=max(snes.getIterationNumber(), 0))
         if self._callback_error is not None:
             self.u.x.array[:] = 0.0
             error, self._callback_error = self._callback_error, None
@@ -381,6 +381,7 @@ class AdjointProblem:
             except SolverError:
                 self.u.x.array[:] = 0.0
                 raise
+        self._count(forward_solves=1, newton_iterations=snes.getIterationNumber())
 
     def solve_many(self, samples: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
         """Solve a batch of right-hand sides with one ``KSPMatSolve`` (fixed linear operator).
@@ -408,9 +409,9 @@ class AdjointProblem:
     def solve_adjoint_many(self, rhs: np.ndarray) -> np.ndarray:
         """Adjoint solves for a batch of cotangents ``rhs`` (B, n) with one ``KSPMatSolve``."""
         cols = np.asfortranarray((rhs * self._bc_mask).T)
+        lams = self._mat_solve(cols, transpose=not self.symmetric, what="batched adjoint solve").T
         self._count(adjoint_solves=cols.shape[1])
-        return np.ascontiguousarray(
-            self._mat_solve(cols, transpose=not self.symmetric, what="batched adjoint solve").T)
+        return np.ascontiguousarray(lams)
 
     def set_adjoint(self, lam_owned: np.ndarray) -> None:
         owned_array(self.lam)[:] = lam_owned

@@ -137,6 +137,9 @@ def wind_boundaries(data: dolfinx.io.gmsh.MeshData, direction) -> dolfinx.io.gms
     d = np.asarray(direction, dtype=np.float64).reshape(-1)
     if d.shape != (2,) or not np.all(np.isfinite(d)) or not np.any(d):
         raise ValueError(f"wind_boundaries: a non-zero 2-vector direction expected, got {direction!r}")
+    if "OUTER" not in data.physical_groups:
+        raise ValueError("wind_boundaries: the mesh has no OUTER boundary (it is not a district_domain, or it "
+                         "was split already: split the original for another direction)")
     mesh, tags = data.mesh, data.facet_tags
     fdim = mesh.topology.dim - 1
     outer = tags.find(DISTRICT_TAGS["OUTER"])

@@ -102,7 +102,7 @@ class Domain:
 def model_solver(solver: SolverOptions | None, petsc_options: Mapping | None, **petsc_defaults) -> SolverOptions:
     """A model's solver settings: ``solver`` with the ``petsc_options`` argument (if given) and
     the model's own PETSc defaults underneath."""
-    if solver is not None and petsc_options is not None:
+    if petsc_options is not None and solver is not None and solver.petsc_options is not None:
         raise TypeError("give the PETSc options either as petsc_options= or inside solver=, not both")
     solver = SolverOptions.build(solver) if petsc_options is None else SolverOptions.build(
         solver, petsc_options=petsc_options)
@@ -168,6 +168,12 @@ class TimeSteppingModel(abc.ABC):
             known = ", ".join(self.controls) or "none (built without a control)"
             raise TypeError(f"{type(self).__name__}.{what}: unknown control(s) {unknown}; this model's "
                             f"controls: {known}")
+
+    def _check_control_name(self, name: str) -> None:
+        if name not in self.controls:
+            known = ", ".join(self.controls) or "none (built without a control)"
+            raise ValueError(f"{type(self).__name__}.control: no control named {name!r}; this model's controls: "
+                             f"{known}")
 
     def _control_values(self, given: Mapping[str, torch.Tensor | None], like: torch.Tensor) -> dict:
         return {name: (self.control(name).to(like) if given.get(name) is None else given[name])

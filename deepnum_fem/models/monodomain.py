@@ -191,7 +191,7 @@ class Monodomain(TimeSteppingModel):
 
     def control(self, name: str) -> torch.Tensor:
         """The conductivity scale's current owned dofs (``name="scale"``)."""
-        self._check_control_names({name: None}, "control")
+        self._check_control_name(name)
         return torch.from_numpy(self.conductivity_scale.x.array[: n_owned(self.conductivity_scale)].copy())
 
     def stimulus_masks(self, stimuli: Sequence[Stimulus]) -> torch.Tensor:
@@ -230,6 +230,9 @@ class Monodomain(TimeSteppingModel):
         its current value). ``stimuli`` replaces the model's protocol for this step;
         ``masks`` are their :meth:`stimulus_masks` (computed when not given).
         """
+        if len(legacy) > 1:
+            raise TypeError(f"Monodomain.step takes (state, k) and controls by keyword, got {2 + len(legacy)} "
+                            "positional arguments")
         if legacy:
             deprecated("Monodomain.step(state, k, scale)", "Monodomain.step(state, k, scale=scale)")
             controls["scale"] = legacy[0]

@@ -211,6 +211,8 @@ class ShallowWater(TimeSteppingModel):
                  open_sea="OPEN_SEA", t0: float = 0.0, petsc_options: dict | None = None,
                  solver: SolverOptions | None = None, quadrature_degree: int = 4,
                  facet_tags: dolfinx.mesh.MeshTags | None = None, open_sea_tags=None, land_tags=None):
+        if len(legacy) > 1:
+            raise TypeError(f"ShallowWater takes 2 positional arguments (domain, bathymetry), got {2 + len(legacy)}")
         if legacy:
             deprecated("ShallowWater(mesh, facet_tags, bathymetry, ...)",
                        "ShallowWater(mesh_data, bathymetry, ...) or ShallowWater(mesh, bathymetry, facet_tags=...)")
@@ -338,8 +340,16 @@ class ShallowWater(TimeSteppingModel):
         # Newton (fewer iterations allowed than fem_operator's default: a step that needs more
         # is too long); its linear solver is MUMPS LU unless petsc_options name a KSP or PC
         newton = {k: v for k, v in NEWTON.items() if k.startswith("snes_")} | {"snes_max_it": 30}
-        self._operator = fem_operator(F, self.w, controls=controls, linear=False, configure_ksp=self._name_fields,
-                                      solver=model_solver(solver, petsc_options, **newton))
+        settings = model_solver(solver, petsc_options, **newton)
+        user_configure = settings.configure_ksp
+
+        def configure(ksp):   # the fields first, then what the user asked for
+            self._name_fields(ksp)
+            if user_configure is not None:
+                user_configure(ksp)
+
+        self._operator = fem_operator(F, self.w, controls=controls, linear=False, configure_ksp=configure,
+                                      solver=settings)
 
         # ∫ η dx = eta_weights · state (exact for P1 η)
         weights = dolfinx.fem.assemble_vector(dolfinx.fem.form(q * ufl.dx))
@@ -471,6 +481,9 @@ class ShallowWater(TimeSteppingModel):
         a Function); not given: its current value (no gradient). A model with a learned drag
         law has no drag control. The old form ``step(state, k, drag)`` is deprecated.
         """
+        if len(legacy) > 1:
+            raise TypeError(f"ShallowWater.step takes (state, k) and controls by keyword, got {2 + len(legacy)} "
+                            "positional arguments")
         if legacy:
             deprecated("ShallowWater.step(state, k, drag)", "ShallowWater.step(state, k, drag=drag)")
             controls["drag"] = legacy[0]
@@ -490,7 +503,7 @@ class ShallowWater(TimeSteppingModel):
 
     def control(self, name: str) -> torch.Tensor:
         """The drag control's current value (``name="drag"``): see :meth:`drag_value`."""
-        self._check_control_names({name: None}, "control")
+        self._check_control_name(name)
         return self.drag_value()
 
     @property

@@ -66,6 +66,9 @@ def potential_flow(domain, *legacy, inflow="INFLOW", outflow="OUTFLOW", speed: f
     Potential flow has slip at walls and no wakes or recirculation: a cheap, smooth,
     divergence-free first guess of street-level wind, not a CFD solution.
     """
+    if len(legacy) > 5:
+        raise TypeError(f"potential_flow(mesh, facet_tags, inflow, outflow, speed, degree) takes at most 6 positional "
+                        f"arguments, got {1 + len(legacy)}")
     if legacy:
         deprecated("potential_flow(mesh, facet_tags, inflow, outflow)",
                    "potential_flow(mesh_data, inflow=names, outflow=names)")
@@ -236,7 +239,7 @@ class Transport(TimeSteppingModel):
 
     def control(self, name: str) -> torch.Tensor:
         """``source``: zero; ``scale``: the diffusivity scale's current owned dofs."""
-        self._check_control_names({name: None}, "control")
+        self._check_control_name(name)
         if name == "source":
             return self.zeros()
         return torch.from_numpy(self.diffusivity_scale.x.array[: n_owned(self.diffusivity_scale)].copy())
@@ -254,6 +257,12 @@ class Transport(TimeSteppingModel):
         """One step from ``state`` at ``t0 + k dt`` (collective); ``source`` (the emission over
         the step, P1 dofs at ``t + θ dt``) and ``scale`` by keyword. The old form
         ``step(c, source, scale)`` is deprecated."""
+        if legacy and not (isinstance(k, torch.Tensor) or k is None):
+            raise TypeError("Transport.step takes (state, k) and its controls by keyword: step(c, k, source=..., "
+                            "scale=...)")
+        if len(legacy) > 1:
+            raise TypeError(f"Transport.step(c, source, scale) takes at most 3 positional arguments, got "
+                            f"{2 + len(legacy)}")
         if isinstance(k, torch.Tensor) or k is None or legacy:
             deprecated("Transport.step(c, source, scale)", "Transport.step(c, k, source=..., scale=...)")
             controls.update({name: v for name, v in zip(("source", "scale"), (k, *legacy), strict=False)

@@ -126,8 +126,9 @@ class SteadyWind:
 
     def force(self, boundary) -> np.ndarray:
         """The force (per unit density and depth) the flow exerts on ``boundary`` (a name or tag
-        of a wall), ``∫ (ν ∂u_t/∂n n_y - p n_x, -ν ∂u_t/∂n n_x - p n_y) ds`` with ``n`` pointing
-        out of the fluid and ``u_t = u·(n_y, -n_x)``, as in the DFG benchmark (collective)."""
+        of a wall), ``∫ (ν ∂u_t/∂n n_y - p n_x, -ν ∂u_t/∂n n_x - p n_y) ds`` with ``n`` the normal
+        pointing out of the body, into the fluid, and ``u_t = u·(n_y, -n_x)``, as in the DFG
+        benchmark (collective)."""
         u, p = ufl.split(self.w)
         n = -ufl.FacetNormal(self.mesh)          # out of the body, into the fluid
         t = ufl.as_vector((n[1], -n[0]))
