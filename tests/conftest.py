@@ -20,6 +20,19 @@ from deepnum_fem.fem.problem import destroy_live_problems
 COMM = MPI.COMM_WORLD
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under mpirun each rank gets its own base for ``tmp_path``: two pytest processes cleaning
+    one ``/tmp/pytest-of-USER`` at the same time race (a PytestWarning, or a removed directory)."""
+    if COMM.size > 1 and not config.option.basetemp:
+        config.option.basetemp = config._dnf_basetemp = tempfile.mkdtemp(prefix=f"dnf-pytest-rank{COMM.rank}-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    made = getattr(config, "_dnf_basetemp", None)
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if COMM.size > 1 and item.get_closest_marker("skip_in_parallel"):
         pytest.skip("runs on one rank only (skip_in_parallel)")
