@@ -119,19 +119,18 @@ def main() -> None:
     streets = footprints["streets"]
     points = sensor_points(streets, footprints["radius"])
     n_train = (3 * len(points)) // 4
-    sensors = {w: w.model.sensors(points) for w in (train, test)}
+    # Both winds' models live on one mesh with one P1 layout: one set of sensors and emission
+    # fields serves both (and the learned emission carries over to the new wind as it is).
+    sensors = model.sensors(points)
     inventory = torch.linspace(0.5, 1.5, len(streets), dtype=torch.float64)            # µg/s/m
     factors = torch.exp(0.5 * torch.randn(len(streets), generator=torch.Generator().manual_seed(3),
                                           dtype=torch.float64))
-    emissions = {}
-    for w in (train, test):
-        basis = street_sources(w.model.coordinates, streets, STREET_WIDTH)
-        boiler = gaussian_source(w.model.coordinates, BOILER["centre"], BOILER["rate"], BOILER["width"])
-        emissions[w] = {"basis": basis, "truth": (inventory * factors) @ basis + boiler,
-                        "inventory": inventory @ basis}
+    basis = street_sources(model.coordinates, streets, STREET_WIDTH)
+    boiler = gaussian_source(model.coordinates, BOILER["centre"], BOILER["rate"], BOILER["width"])
+    true_field, inventory_field = (inventory * factors) @ basis + boiler, inventory @ basis
     with torch.no_grad():
-        truth = {w: w.series(emissions[w]["truth"], steps, sensors[w]) for w in (train, test)}
-        prior = {w: w.series(emissions[w]["inventory"], steps, sensors[w]) for w in (train, test)}
+        truth = {w: w.series(true_field, steps, sensors) for w in (train, test)}
+        prior = {w: w.series(inventory_field, steps, sensors) for w in (train, test)}
         truth_min = {w: w.model.minimum for w in (train, test)}
         noise = args.noise * truth[train].pow(2).mean().sqrt() * torch.randn(
             truth[train].shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -139,7 +138,7 @@ def main() -> None:
     data_scale = float(observed[:, :n_train].pow(2).mean())
 
     bounds = ((-footprints["radius"],) * 2, (footprints["radius"],) * 2)
-    emission = StreetEmission(model.coordinates, emissions[train]["basis"], inventory, bounds,
+    emission = StreetEmission(model.coordinates, basis, inventory, bounds,
                               scale=args.residual_scale)
     dnf.parallel.broadcast_parameters(emission)
     params = list(emission.parameters())
@@ -149,7 +148,7 @@ def main() -> None:
 
     def closure():
         opt.zero_grad()
-        series = train.series(emission.field(), steps, sensors[train], checkpoint_every=args.checkpoint_every)
+        series = train.series(emission.field(), steps, sensors, checkpoint_every=args.checkpoint_every)
         misfit = ((series[:, :n_train] - observed[:, :n_train]) ** 2).mean() / data_scale
         loss = misfit + args.regularisation * emission.log_factors.pow(2).mean()
         loss.backward()
@@ -163,10 +162,8 @@ def main() -> None:
     with torch.no_grad():
         learned = emission.field()
         lowest_emission = COMM.allreduce(float(learned.min()), op=MPI.MIN)
-        trained_train = train.series(learned, steps, sensors[train])
-        # the same learned emission on the other wind's mesh nodes: the same mesh, the same owned
-        # nodes, so the same tensor
-        trained_test = test.series(learned, steps, sensors[test])
+        trained_train = train.series(learned, steps, sensors)
+        trained_test = test.series(learned, steps, sensors)
     held_out = slice(n_train, None)
     in_prior, in_trained = (rmse(s[:, held_out], truth[train][:, held_out]) for s in (prior[train], trained_train))
     out_prior, out_trained = rmse(prior[test], truth[test]), rmse(trained_test, truth[test])
