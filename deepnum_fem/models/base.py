@@ -179,6 +179,17 @@ class TimeSteppingModel(abc.ABC):
         return {name: (self.control(name).to(like) if given.get(name) is None else given[name])
                 for name in self.controls}
 
+    def _positional_control(self, legacy: tuple, controls: dict, name: str) -> None:
+        """The deprecated ``step(state, k, control)``: at most one positional control, ``name``,
+        moved into ``controls`` with a warning."""
+        what = type(self).__name__
+        if len(legacy) > 1:
+            raise TypeError(f"{what}.step takes (state, k) and controls by keyword, got {2 + len(legacy)} "
+                            "positional arguments")
+        if legacy:
+            deprecated(f"{what}.step(state, k, {name})", f"{what}.step(state, k, {name}={name})", stacklevel=4)
+            controls[name] = legacy[0]
+
     @staticmethod
     def _given(controls: Mapping) -> dict:
         return {name: value for name, value in controls.items() if value is not None}
@@ -194,9 +205,14 @@ class TimeSteppingModel(abc.ABC):
         ``controls``: tensors by name (see :attr:`controls`); one not given takes
         :meth:`control`'s value. Differentiable in ``state`` and in every control given.
         """
+        return self._checked_step(state, k, controls)
+
+    def _checked_step(self, state: torch.Tensor, k: int, controls: dict, **options) -> torch.Tensor:
+        """:meth:`_step` of a live model, with the controls checked and their defaults filled in;
+        ``options`` (a subclass's own step options) go to :meth:`_step` as they are."""
         self._check_alive()
         self._check_control_names(controls, "step")
-        return self._step(state, int(k), self._control_values(controls, state))
+        return self._step(state, int(k), self._control_values(controls, state), **options)
 
     @abc.abstractmethod
     def _step(self, state: torch.Tensor, k: int, controls: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -284,7 +300,8 @@ class PointSensorsOf:
         return self.sensors(self.field(state))
 
 
-def deprecated(old: str, new: str) -> None:
-    """Warn that ``old`` is replaced by ``new`` and goes in the next release."""
+def deprecated(old: str, new: str, *, stacklevel: int = 3) -> None:
+    """Warn that ``old`` is replaced by ``new`` and goes in the next release (``stacklevel``:
+    the caller of the deprecated spelling, as for ``warnings.warn``)."""
     warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new}",
-                  DeprecationWarning, stacklevel=3)
+                  DeprecationWarning, stacklevel=stacklevel)

@@ -230,25 +230,17 @@ class Monodomain(TimeSteppingModel):
         its current value). ``stimuli`` replaces the model's protocol for this step;
         ``masks`` are their :meth:`stimulus_masks` (computed when not given).
         """
-        if len(legacy) > 1:
-            raise TypeError(f"Monodomain.step takes (state, k) and controls by keyword, got {2 + len(legacy)} "
-                            "positional arguments")
-        if legacy:
-            deprecated("Monodomain.step(state, k, scale)", "Monodomain.step(state, k, scale=scale)")
-            controls["scale"] = legacy[0]
+        self._positional_control(legacy, controls, "scale")
+        t_origin = None
         if "t0" in controls:
             deprecated("Monodomain.step(..., t0=)", "Monodomain(..., t0=)")
             t_origin = controls.pop("t0")
-        else:
-            t_origin = self.t0
-        self._check_alive()
-        self._check_control_names(controls, "step")
-        return self._advance(state, int(k), self._control_values(controls, state), stimuli, masks, t_origin)
+        return self._checked_step(state, k, controls, stimuli=stimuli, masks=masks, t_origin=t_origin)
 
-    def _step(self, state: torch.Tensor, k: int, controls: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self._advance(state, k, controls, None, None, self.t0)
-
-    def _advance(self, state, k, controls, stimuli, masks, t_origin) -> torch.Tensor:
+    def _step(self, state: torch.Tensor, k: int, controls: dict[str, torch.Tensor], *,
+              stimuli: Sequence[Stimulus] | None = None, masks: torch.Tensor | None = None,
+              t_origin: float | None = None) -> torch.Tensor:
+        t_origin = self.t0 if t_origin is None else t_origin
         stimuli = self.stimuli if stimuli is None else stimuli
         masks = self.stimulus_masks(stimuli) if masks is None else masks
         t = t_origin + k * self.dt

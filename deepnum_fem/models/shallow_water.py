@@ -481,12 +481,7 @@ class ShallowWater(TimeSteppingModel):
         a Function); not given: its current value (no gradient). A model with a learned drag
         law has no drag control. The old form ``step(state, k, drag)`` is deprecated.
         """
-        if len(legacy) > 1:
-            raise TypeError(f"ShallowWater.step takes (state, k) and controls by keyword, got {2 + len(legacy)} "
-                            "positional arguments")
-        if legacy:
-            deprecated("ShallowWater.step(state, k, drag)", "ShallowWater.step(state, k, drag=drag)")
-            controls["drag"] = legacy[0]
+        self._positional_control(legacy, controls, "drag")
         if self.drag is None and controls.pop("drag", None) is not None:
             raise ValueError("drag= given, but the model has a learned drag law (no drag control)")
         return super().step(state, k, **controls)
