@@ -175,5 +175,10 @@ def test_a_street_emission_is_never_negative_and_its_gradient_is_exact(comm):
     rates = dnf.taylor_test_parameters(loss, emission, h0=0.05, comm=comm)
     assert min(rates) >= 1.9, rates
     with pytest.raises(ValueError, match="must be >= 0"):
-        StreetEmission(model.coordinates, basis, -inventory, ((-350, -350), (350, 350)))
+        StreetEmission(model.coordinates, basis, -inventory, ((-350, -350), (350, 350)), comm=comm)
+    negative_here = basis.clone()
+    if comm.rank == comm.size - 1:                 # one rank's fields only: every rank raises
+        negative_here[0, :1] = -1.0
+    with pytest.raises(ValueError, match="must be >= 0"):
+        StreetEmission(model.coordinates, negative_here, inventory, ((-350, -350), (350, 350)), comm=comm)
     model.destroy()

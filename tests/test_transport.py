@@ -195,6 +195,14 @@ def test_potential_flow_in_an_empty_channel_is_uniform(comm, dim):
     np.testing.assert_allclose(values, np.tile(expected, (len(values), 1)), atol=1e-9)
 
 
+def test_potential_flow_without_an_outflow_is_an_error_on_every_rank(comm):
+    """No outflow facet: the potential is fixed nowhere and its operator is singular. The solve
+    is checked, so this is a SolverError on every rank, not a wind of size 1e13."""
+    mesh = dolfinx.mesh.create_rectangle(comm, [[0.0, 0.0], [3.0, 1.0]], [12, 4])
+    with pytest.raises(dnf.SolverError, match="singular"):
+        potential_flow(mesh, facet_tags=_channel_tags(mesh), inflow=[1], outflow=[9])   # no facet has tag 9
+
+
 def test_a_puff_in_3d_keeps_its_mass_and_moves_with_the_wind(comm):
     """The 3D model (as on ``geometry.city_blocks_3d``): a puff in a box, mass and variance."""
     mesh = dolfinx.mesh.create_box(comm, [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]], [12, 12, 12])

@@ -31,7 +31,6 @@ from collections.abc import Callable, Sequence
 from mpi4py import MPI
 
 import dolfinx.fem
-import dolfinx.fem.petsc
 import dolfinx.io
 import dolfinx.la
 import dolfinx.mesh
@@ -81,19 +80,19 @@ def potential_flow(domain, *legacy, inflow="INFLOW", outflow="OUTFLOW", speed: f
     inflow, outflow = where.tags(inflow), where.tags(outflow)
     tdim = mesh.topology.dim
     Q = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))
-    phi, psi = ufl.TrialFunction(Q), ufl.TestFunction(Q)
+    potential, psi = dolfinx.fem.Function(Q, name="potential"), ufl.TestFunction(Q)
     ds = ufl.Measure("ds", domain=mesh, subdomain_data=facet_tags)
     ds_in = sum((ds(int(t)) for t in inflow[1:]), ds(int(inflow[0])))
     outflow_facets = np.concatenate([facet_tags.find(int(t)) for t in outflow])
     mesh.topology.create_connectivity(tdim - 1, tdim)
     bc = dolfinx.fem.dirichletbc(0.0, dolfinx.fem.locate_dofs_topological(Q, tdim - 1, outflow_facets), Q)
-    problem = dolfinx.fem.petsc.LinearProblem(
-        ufl.inner(ufl.grad(phi), ufl.grad(psi)) * ufl.dx, -float(speed) * psi * ds_in, bcs=[bc],
-        petsc_options={"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"},
-        petsc_options_prefix="dnf_potential_flow_")
-    potential = problem.solve().copy()
-    for obj in (problem.solver, problem.A, problem.b, problem.x):
-        obj.destroy()   # now, on every rank together: a MUMPS factorisation's teardown is collective
+    # a checked solve (MUMPS; a singular operator, e.g. with no outflow facet, is an error on
+    # every rank), its PETSc objects released at once, on every rank together
+    F = ufl.inner(ufl.grad(potential), ufl.grad(psi)) * ufl.dx + float(speed) * psi * ds_in
+    solve = fem_operator(F, potential, bcs=[bc], linear=True, symmetric=True)
+    with torch.no_grad():
+        solve()
+    solve.destroy()
     W = dolfinx.fem.functionspace(mesh, ("Discontinuous Lagrange", max(degree - 1, 0), (mesh.geometry.dim,)))
     w = dolfinx.fem.Function(W, name="wind")
     w.interpolate(dolfinx.fem.Expression(ufl.grad(potential), W.element.interpolation_points))
@@ -441,21 +440,24 @@ class StreetEmission(torch.nn.Module):
         scale: The residual's magnitude (µg/m³/s).
         profile: A known time factor ``t -> float``; 1 when None.
         centres, hidden: Of the residual network (see :class:`NeuralEmission`).
+        comm: The ranks whose nodes ``points`` and ``basis`` hold (collective to build).
     """
 
     OFFSET = 4.0
 
     def __init__(self, points, basis: torch.Tensor, rates, bounds, *, scale: float = 1.0,
                  profile: Callable[[float], float] | None = None, centres: Sequence[int] = (12, 12),
-                 hidden: int = 32):
+                 hidden: int = 32, comm: MPI.Comm = MPI.COMM_WORLD):
         super().__init__()
         basis = torch.as_tensor(basis, dtype=torch.float64)
         rates = torch.as_tensor(rates, dtype=torch.float64).reshape(-1)
         if basis.ndim != 2 or basis.shape[0] != rates.shape[0]:
             raise ShapeError(f"StreetEmission: basis (n_streets, n) and rates (n_streets,) expected, got "
                              f"{tuple(basis.shape)} and {tuple(rates.shape)}")
-        if bool((rates < 0).any()) or bool((basis < 0).any()):
-            raise ValueError("StreetEmission: the inventory's rates and the street fields must be >= 0")
+        # the fields are this rank's nodes: decided on every rank together
+        negative = bool((rates < 0).any()) or bool((basis < 0).any())
+        parallel.raise_on_any_rank(ValueError("StreetEmission: the inventory's rates and the street fields must "
+                                              "be >= 0") if negative else None, comm)
         self.basis, self.rates = basis, rates.clone()       # rank-local and fixed: not parameters
         self.log_factors = torch.nn.Parameter(torch.zeros(rates.shape[0], dtype=torch.float64))
         self.residual = NeuralEmission(points, bounds, centres=centres, hidden=hidden, scale=1.0)
