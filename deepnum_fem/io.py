@@ -23,6 +23,7 @@ from dolfinx.graph import adjacencylist
 from dolfinx.io.gmsh import MeshData, PhysicalGroup
 
 from deepnum_fem.errors import MeshError
+from deepnum_fem.fem.field_files import load_functions, save_functions
 from deepnum_fem.geometry import (
     BAY_COASTLINE,
     BAY_ISLANDS,
@@ -43,6 +44,7 @@ from deepnum_fem.geometry import (
 from deepnum_fem.geometry.gmsh_model import gmsh_session
 
 __all__ = ["MESH_DIR", "bundled_mesh_path", "load_city", "load_coast", "load_district", "load_district_footprints",
+           "load_functions", "save_functions",
            "load_left_ventricle", "load_mesh", "write_frames"]
 
 #: Where the bundled meshes live (the repository's ``meshes/``; the package is installed editable).

@@ -1,14 +1,19 @@
-"""load_mesh refuses unusable mesh files with a MeshError on every rank, and still loads good ones."""
+"""load_mesh refuses unusable mesh files with a MeshError on every rank, and still loads good ones;
+saved fields load back by position."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from mpi4py import MPI
+
 import dolfinx.fem
+import dolfinx.mesh
 import numpy as np
 import pytest
 import ufl
 
+import deepnum_fem as dnf
 from deepnum_fem.errors import MeshError
 from deepnum_fem.geometry.gmsh_model import gmsh_session
 from deepnum_fem.io import load_mesh
@@ -174,3 +179,28 @@ def test_valid_meshes_still_load(comm, mpi_tmp_path, scale):
     assert _volume(load_mesh(cube, comm).mesh) == pytest.approx(scale**3, rel=1e-12)
     assert _volume(load_mesh(square, comm, gdim=2).mesh) == pytest.approx(scale**2, rel=1e-12)
     assert _volume(load_mesh(square, comm, gdim=3).mesh) == pytest.approx(scale**2, rel=1e-12)
+
+
+def test_saved_functions_load_by_position_and_refuse_another_mesh(comm, tmp_path):
+    """A P2 vector field saved on this partition loads into the same mesh partitioned as one
+    rank each (positions, not dof numbers, match); other metadata miss; a moved mesh under
+    the same metadata is an error on every rank."""
+    path = comm.bcast(str(tmp_path / "field.npz"), root=0)
+
+    def field(c, shift=0.0):
+        mesh = dolfinx.mesh.create_unit_square(c, 6, 5)
+        mesh.geometry.x[:, 0] += shift
+        u = dolfinx.fem.Function(dolfinx.fem.functionspace(mesh, ("Lagrange", 2, (2,))))
+        return u
+
+    u = field(comm)
+    u.interpolate(lambda x: np.stack([np.sin(3 * x[0]) + x[1] ** 2, x[0] * x[1]]))
+    dnf.io.save_functions(path, {"u": u}, {"what": "test"})
+    whole = field(MPI.COMM_SELF)
+    assert dnf.io.load_functions(path, {"u": whole}, {"what": "test"})
+    exact = dolfinx.fem.Function(whole.function_space)
+    exact.interpolate(lambda x: np.stack([np.sin(3 * x[0]) + x[1] ** 2, x[0] * x[1]]))
+    assert np.allclose(whole.x.array, exact.x.array, rtol=0, atol=1e-14)
+    assert not dnf.io.load_functions(path, {"u": field(comm)}, {"what": "other"})
+    with pytest.raises(ValueError, match="matches the metadata but not the mesh"):
+        dnf.io.load_functions(path, {"u": field(comm, shift=0.5)}, {"what": "test"})

@@ -92,3 +92,74 @@ def test_bad_arguments_are_refused(comm):
         SteadyWind(data, viscosity=1.0, inflow="INFLOW", walls="WALLS", velocity=(1.0, 0.0), continuation=[0.5])
     with pytest.raises(ValueError, match="no boundary named 'WALL'"):
         SteadyWind(data, viscosity=1.0, inflow="INFLOW", walls="WALL", velocity=(1.0, 0.0))
+
+
+def _district(comm, h: float, direction) -> object:
+    footprints = dnf.io.load_district_footprints()
+    return dnf.geometry.wind_boundaries(dnf.geometry.district_domain(
+        footprints["buildings"], radius=footprints["radius"], h=h, h_near=h / 4, comm=comm), direction)
+
+
+def test_the_wind_is_differentiable_in_its_inflow_through_a_rollout(comm):
+    """The inflow vector (speed and direction) -> the steady Navier–Stokes wind -> a 5-step
+    pollutant rollout -> the sensors: a Taylor test of the whole chain (rate 2), and the flow
+    of ``wind(inflow)`` equal to the flow ``solve()`` returns for that inflow."""
+    direction = np.array([math.cos(0.3), math.sin(0.3)])
+    data = _district(comm, 40.0, direction)
+    wind = SteadyWind(data, viscosity=1.0, inflow="INFLOW", walls="BUILDINGS", velocity=2.0 * direction)
+    reference = wind.solve().x.array.copy()
+    model = dnf.models.Transport(data, wind.velocity, dt=10.0, diffusivity=1.0, dirichlet={"INFLOW": 0.0},
+                                 wind_control=True)
+    assert model.controls == ("source", "wind")
+    source = dnf.models.gaussian_source(model.coordinates, (-60.0, -20.0), 200.0, 15.0)
+    streets = [s for s in dnf.io.load_district_footprints()["streets"] if np.linalg.norm(s[len(s) // 2]) < 200.0]
+    sensors = model.sensors(np.array([s[len(s) // 2] for s in streets[:4]]))
+
+    def loss(inflow: torch.Tensor) -> torch.Tensor:
+        u = wind(inflow)
+        _, local = model.simulate(5, source=source, wind=u, observe=lambda c, k: sensors.local(c))
+        return dnf.parallel.sum(local, comm).pow(2).sum()
+
+    g0 = torch.tensor(2.0 * direction, dtype=torch.float64)
+    with torch.no_grad():
+        u0 = wind(g0)
+    owned = wind.velocity.x.array[: u0.numel()]
+    assert np.allclose(u0.numpy(), owned, rtol=0, atol=1e-10) and np.allclose(owned, reference[: u0.numel()],
+                                                                              rtol=0, atol=1e-8)
+    rates = dnf.taylor_test(loss, g0, torch.tensor([0.3, -0.5], dtype=torch.float64), h0=0.05)
+    assert min(rates) > 1.9, rates
+    model.destroy()
+    wind.destroy()
+
+
+def test_a_cached_wind_is_read_back_on_another_partition_and_checked(comm, tmp_path):
+    """``solve(cache=)`` writes the flow; a second model reads it (Newton confirms it in at
+    most one iteration, against tens for the solve); a mesh partitioned otherwise (every rank
+    alone) reads the same file to the same flow; other parameters miss the cache."""
+    direction = np.array([math.cos(0.3), math.sin(0.3)])
+    path = comm.bcast(str(tmp_path / "wind.npz"), root=0)
+
+    def solved(c, viscosity=1.0):
+        wind = SteadyWind(_district(c, 40.0, direction), viscosity=viscosity, inflow="INFLOW", walls="BUILDINGS",
+                          velocity=2.0 * direction)
+        u = wind.solve(cache=path)
+        return wind, u
+
+    first, u1 = solved(comm)
+    second, u2 = solved(comm)
+    assert first.newton_iterations > 10 and second.newton_iterations <= 1, (first.newton_iterations,
+                                                                             second.newton_iterations)
+    assert np.allclose(u1.x.array, u2.x.array, rtol=0, atol=1e-9 * np.abs(u1.x.array).max())
+    alone, u3 = solved(MPI.COMM_SELF)          # one partition per rank: the whole mesh
+    assert alone.newton_iterations <= 1, alone.newton_iterations
+
+    def integrals(u) -> np.ndarray:
+        forms = (ufl.dot(u, u) * ufl.dx, u[0] * ufl.dx, u[1] * ufl.dx)
+        c = u.function_space.mesh.comm
+        return np.array([c.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(f)), op=MPI.SUM) for f in forms])
+
+    assert np.allclose(integrals(u3), integrals(u1), rtol=1e-9, atol=0), (integrals(u3), integrals(u1))
+    other, _ = solved(comm, viscosity=1.5)
+    assert other.newton_iterations > 5, other.newton_iterations
+    for w in (first, second, alone, other):
+        w.destroy()

@@ -115,8 +115,12 @@ class Transport(TimeSteppingModel):
     :class:`~deepnum_fem.models.base.TimeSteppingModel`.
 
     The state is the concentration's owned P1 dofs, ``(n,)``. Controls: ``source``, the
-    emission over a step (P1 dofs, at ``t + θ dt``; default zero), and, when built with
-    ``diffusivity_scale``, ``scale`` (that Function's owned dofs).
+    emission over a step (P1 dofs, at ``t + θ dt``; default zero); when built with
+    ``diffusivity_scale``, ``scale`` (that Function's owned dofs); when built with
+    ``wind_control=True``, ``wind`` (the wind Function's owned dofs, e.g. from
+    :meth:`SteadyWind.__call__ <deepnum_fem.models.SteadyWind.__call__>`, or a constant
+    wind's vector). A new wind's value costs one new factorisation; the steps that share it
+    share that factorisation.
 
     Args:
         domain: The domain (metres): a ``MeshData`` (``dnf.io.load_city()``; its boundaries
@@ -128,6 +132,7 @@ class Transport(TimeSteppingModel):
         decay: Loss rate ``k`` (1/s).
         diffusivity_scale: A scalar Function ``s(x)`` multiplying ``K``; the ``scale``
             control. None: ``s = 1``.
+        wind_control: Make the wind (a Function or a constant vector) the ``wind`` control.
         dirichlet: ``{boundary: value}``, where ``c = value``; a boundary is a name of the
             mesh's physical groups (``"INFLOW"``) or a tag value. The old list of
             ``(facet indices, value)`` pairs is deprecated.
@@ -144,7 +149,7 @@ class Transport(TimeSteppingModel):
                  decay: float = 0.0, diffusivity_scale: dolfinx.fem.Function | None = None,
                  dirichlet=None, theta: float = 0.5, supg: bool = True, petsc_options: dict | None = None,
                  solver: SolverOptions | None = None, quadrature_degree: int = 4, t0: float = 0.0,
-                 facet_tags: dolfinx.mesh.MeshTags | None = None):
+                 facet_tags: dolfinx.mesh.MeshTags | None = None, wind_control: bool = False):
         self._domain = Domain.of(domain, facet_tags)
         mesh = self._domain.mesh
         if not dt > 0:
@@ -164,7 +169,11 @@ class Transport(TimeSteppingModel):
         self.coordinates = self.V.tabulate_dof_coordinates()[: self.n, : mesh.geometry.dim]
         self.wind = self._wind(wind)
         self.diffusivity_scale = diffusivity_scale
-        self.controls = ("source",) + (("scale",) if diffusivity_scale is not None else ())
+        if wind_control and not isinstance(self.wind, (dolfinx.fem.Function, dolfinx.fem.Constant)):
+            raise TypeError(f"Transport(wind_control=True) needs the wind as a Function or a constant vector, got "
+                            f"{type(self.wind).__name__}")
+        self.controls = (("source",) + (("scale",) if diffusivity_scale is not None else ())
+                         + (("wind",) if wind_control else ()))
         K = dolfinx.fem.Constant(mesh, float(diffusivity))
         self.K = K if diffusivity_scale is None else diffusivity_scale * K
         k = dolfinx.fem.Constant(mesh, float(decay))
@@ -190,7 +199,8 @@ class Transport(TimeSteppingModel):
         bcs = [dolfinx.fem.dirichletbc(float(value), dolfinx.fem.locate_dofs_topological(
             self.V, tdim - 1, np.asarray(facets, dtype=np.int32)), self.V)
                for facets, value in self._dirichlet_facets(dirichlet)]
-        controls = [self.c_old, self.source] + ([diffusivity_scale] if diffusivity_scale is not None else [])
+        controls = ([self.c_old, self.source] + ([diffusivity_scale] if diffusivity_scale is not None else [])
+                    + ([self.wind] if wind_control else []))
         # fem_operator's default (MUMPS LU) under the user's options, by its one rule
         self._operator = fem_operator(F, self.c, controls=controls, bcs=bcs, linear=True, symmetric=False,
                                       solver=model_solver(solver, petsc_options))
@@ -237,10 +247,15 @@ class Transport(TimeSteppingModel):
         return (self.n,)
 
     def control(self, name: str) -> torch.Tensor:
-        """``source``: zero; ``scale``: the diffusivity scale's current owned dofs."""
+        """``source``: zero; ``scale``, ``wind``: the current owned dofs of the diffusivity
+        scale and the wind (a constant wind: its vector)."""
         self._check_control_name(name)
         if name == "source":
             return self.zeros()
+        if name == "wind":
+            if isinstance(self.wind, dolfinx.fem.Constant):
+                return torch.from_numpy(np.array(self.wind.value, dtype=np.float64))
+            return torch.from_numpy(self.wind.x.array[: n_owned(self.wind)].copy())
         return torch.from_numpy(self.diffusivity_scale.x.array[: n_owned(self.diffusivity_scale)].copy())
 
     def interpolate(self, fn: Callable[[np.ndarray], np.ndarray]) -> torch.Tensor:

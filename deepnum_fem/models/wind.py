@@ -15,11 +15,18 @@ down a sequence of viscosities (``continuation``), each solve starting from the 
 solution. Every solve is a ``dnf.fem_operator`` solve (MUMPS, checked: a singular or
 unconverged Newton step is an error on every rank). Verified against the DFG benchmark
 "flow around a cylinder" 2D-1 (``tests/test_wind.py``).
+
+A constant inflow vector is a control: ``wind(inflow)`` returns the velocity's dofs as a
+torch tensor, differentiable in the inflow's speed and direction through one adjoint solve,
+and ``Transport(..., wind_control=True)`` takes it as its ``wind`` control, so that a wind
+can be estimated together with emissions. ``solve(cache=path)`` stores a flow per direction
+and reads it back on any number of ranks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from mpi4py import MPI
 
@@ -27,8 +34,11 @@ import basix.ufl
 import dolfinx.fem
 import dolfinx.mesh
 import numpy as np
+import torch
 import ufl
 
+from deepnum_fem.errors import SolverError
+from deepnum_fem.fem.field_files import load_functions, save_functions
 from deepnum_fem.models.base import Domain, model_solver
 from deepnum_fem.ops.fem_operator import fem_operator
 
@@ -36,15 +46,22 @@ __all__ = ["SteadyWind", "parabolic_inflow"]
 
 
 class SteadyWind:
-    """Steady Navier–Stokes flow on a 2D domain (see the module docstring).
+    """Steady Navier–Stokes flow on a 2D or 3D domain (see the module docstring).
+
+    The inflow is imposed strongly through a lifting: the unknown velocity vanishes on the
+    inflow and the walls, and the flow is that plus the inflow velocity on the inflow's
+    dofs. A constant inflow vector is then a control of the residual, so
+    ``wind(inflow)`` is a torch operation whose gradient in the inflow (speed and direction)
+    is one adjoint solve with the last Newton Jacobian.
 
     Args:
         domain: A ``MeshData`` (boundaries by name) or a mesh with ``facet_tags``.
         viscosity: ``ν`` (m²/s) of the flow wanted.
         inflow: Boundaries (names or tag values) where ``u = velocity``.
         walls: Boundaries where ``u = 0``. All others are outflow (do-nothing).
-        velocity: The inflow velocity: a constant vector, or ``velocity(x) -> (2, n)`` of the
-            points ``x`` (``(3, n)``), e.g. a parabolic profile.
+        velocity: The inflow velocity: a constant vector (then differentiable: see
+            :meth:`__call__`), or ``velocity(x) -> (gdim, n)`` of the points ``x``
+            (``(3, n)``), e.g. a parabolic or a log-law profile.
         continuation: Viscosities to pass through, largest first, before ``viscosity``;
             default: from ``8 ν`` down by factors of √2 (six solves before the last).
         petsc_options, solver: Newton's options (default SNES Newton with MUMPS), as for
@@ -59,8 +76,9 @@ class SteadyWind:
             raise ValueError(f"viscosity must be > 0, got {viscosity}")
         self.domain = Domain.of(domain, facet_tags)
         mesh = self.mesh = self.domain.mesh
-        if mesh.geometry.dim != 2:
-            raise ValueError(f"SteadyWind is 2D, got a mesh of dimension {mesh.geometry.dim}")
+        gdim = self.gdim = mesh.geometry.dim
+        if gdim not in (2, 3):
+            raise ValueError(f"SteadyWind needs a 2D or 3D mesh, got geometric dimension {gdim}")
         self.viscosity = float(viscosity)
         self.continuation = ([self.viscosity * 2.0 ** (k / 2) for k in range(6, 0, -1)]
                              if continuation is None else [float(v) for v in continuation])
@@ -68,48 +86,153 @@ class SteadyWind:
             raise ValueError(f"continuation viscosities must exceed viscosity={self.viscosity}, got "
                              f"{self.continuation}")
         cell = mesh.basix_cell()
-        P2 = basix.ufl.element("Lagrange", cell, 2, shape=(2,))
+        P2 = basix.ufl.element("Lagrange", cell, 2, shape=(gdim,))
         P1 = basix.ufl.element("Lagrange", cell, 1)
         self.W = dolfinx.fem.functionspace(mesh, basix.ufl.mixed_element([P2, P1]))
+        # the velocity's part that vanishes on the inflow and the walls, and the pressure
         self.w = dolfinx.fem.Function(self.W, name="velocity_pressure")
-        self.V, _ = self.W.sub(0).collapse()
-        self.Q, _ = self.W.sub(1).collapse()
+        self.V, velocity_dofs = self.W.sub(0).collapse()
+        self.Q, pressure_dofs = self.W.sub(1).collapse()
+        self._velocity_dofs = np.asarray(velocity_dofs, dtype=np.int64).reshape(-1)
+        self._pressure_dofs = np.asarray(pressure_dofs, dtype=np.int64).reshape(-1)
+        self._n_owned_blocks = self.V.dofmap.index_map.size_local
         self.nu = dolfinx.fem.Constant(mesh, self.continuation[0] if self.continuation else self.viscosity)
 
-        u, p = ufl.split(self.w)
+        fdim = mesh.topology.dim - 1
+        mesh.topology.create_connectivity(fdim, fdim + 1)
+        inflow_facets, wall_facets = self.domain.facets(inflow), self.domain.facets(walls)
+        # the inflow's velocity dofs (blocks of V) that are not on a wall: where the lift lives
+        on_inflow = np.zeros(self.V.dofmap.index_map.size_local + self.V.dofmap.index_map.num_ghosts, dtype=bool)
+        on_inflow[dolfinx.fem.locate_dofs_topological(self.V, fdim, inflow_facets)] = True
+        on_inflow[dolfinx.fem.locate_dofs_topological(self.V, fdim, wall_facets)] = False
+        self._on_inflow = on_inflow
+        if callable(velocity):
+            self.inflow = None
+            lift = dolfinx.fem.Function(self.V, name="inflow")
+            lift.interpolate(velocity)
+            lift.x.array.reshape(-1, gdim)[~on_inflow] = 0.0
+            self._lift_values = lift.x.array.copy()
+        else:
+            value = np.asarray(velocity, dtype=np.float64)
+            if value.shape != (gdim,) or not np.all(np.isfinite(value)):
+                raise ValueError(f"SteadyWind: an inflow velocity of shape ({gdim},) or a function of x expected, "
+                                 f"got {velocity!r}")
+            self.inflow = dolfinx.fem.Constant(mesh, value)
+            # a component of V, collapsed: scalar P2 with V's node numbering (checked)
+            S, component = self.V.sub(0).collapse()
+            if not np.array_equal(np.asarray(component).reshape(-1), gdim * np.arange(len(on_inflow))):
+                raise RuntimeError("SteadyWind: a component of the velocity space does not share its node numbering")
+            chi = dolfinx.fem.Function(S, name="inflow_indicator")
+            chi.x.array[:] = on_inflow
+            lift = chi * self.inflow
+            self._lift_values = None
+        u_hat, p = ufl.split(self.w)
+        self.u = u_hat + lift                                  # the flow, as a UFL expression
+        u = self.u
         v, q = ufl.TestFunctions(self.W)
         F = (self.nu * ufl.inner(ufl.grad(u), ufl.grad(v)) + ufl.dot(ufl.dot(ufl.grad(u), u), v)
              - p * ufl.div(v) + q * ufl.div(u)) * ufl.dx
-        self.bcs = [self._dirichlet(self.domain.facets(inflow), velocity),
-                    self._dirichlet(self.domain.facets(walls), (0.0, 0.0))]
-        self._operator = fem_operator(F, self.w, bcs=self.bcs, linear=False,
+        zero = dolfinx.fem.Function(self.V)
+        boundary = np.concatenate([inflow_facets, wall_facets])
+        dofs = dolfinx.fem.locate_dofs_topological((self.W.sub(0), self.V), fdim, boundary)
+        self.bcs = [dolfinx.fem.dirichletbc(zero, dofs, self.W.sub(0))]
+        controls = [] if self.inflow is None else [self.inflow]
+        self._operator = fem_operator(F, self.w, controls=controls, bcs=self.bcs, linear=False,
                                       solver=model_solver(solver, petsc_options))
+        n_velocity = self.V.dofmap.index_map.size_local * gdim
+        self._owned_velocity = torch.from_numpy(self._velocity_dofs[:n_velocity].copy())
+        n_w = self.W.dofmap.index_map.size_local * self.W.dofmap.index_map_bs
+        if n_velocity and int(self._owned_velocity.max()) >= n_w:
+            raise RuntimeError("SteadyWind: an owned velocity dof is not owned in the mixed space")
+        self._owned_on_inflow = torch.from_numpy(on_inflow[: self.V.dofmap.index_map.size_local].astype(np.float64))
+        self._solved = False
 
-    def _dirichlet(self, facets: np.ndarray, velocity) -> dolfinx.fem.DirichletBC:
-        tdim = self.mesh.topology.dim
-        self.mesh.topology.create_connectivity(tdim - 1, tdim)
-        g = dolfinx.fem.Function(self.V)
-        if callable(velocity):
-            g.interpolate(velocity)
-        else:
-            value = np.asarray(velocity, dtype=np.float64).reshape(2, 1)
-            g.interpolate(lambda x: np.broadcast_to(value, (2, x.shape[1])))
-        dofs = dolfinx.fem.locate_dofs_topological((self.W.sub(0), self.V), tdim - 1, facets)
-        return dolfinx.fem.dirichletbc(g, dofs, self.W.sub(0))
-
-    def solve(self) -> dolfinx.fem.Function:
+    def solve(self, inflow=None, *, cache: str | Path | None = None) -> dolfinx.fem.Function:
         """Solve through the continuation down to ``viscosity`` (collective); return the
-        velocity (a P2 vector Function, usable as ``Transport``'s wind)."""
-        for nu in [*self.continuation, self.viscosity]:
-            self.nu.value = nu
-            self._operator()
+        velocity (a P2 vector Function, usable as ``Transport``'s wind). ``inflow``: a new
+        constant inflow vector (default: the current one).
+
+        ``cache``: a file (``.npz``) of this flow. When it holds the flow of the same mesh
+        size, boundaries, viscosity and inflow, Newton starts from it at ``viscosity`` (and
+        converges at once: the stored flow is checked, not trusted); else the flow is solved
+        and saved there. Any number of ranks may read a file written by any other number.
+        """
+        with torch.no_grad():
+            tensors = self._inflow_tensors(inflow)
+            parts = {"velocity": dolfinx.fem.Function(self.V), "pressure": dolfinx.fem.Function(self.Q)}
+            key = self._cache_key(tensors)
+            if cache is not None and load_functions(cache, parts, key):
+                self.w.x.array[self._velocity_dofs] = parts["velocity"].x.array
+                self.w.x.array[self._pressure_dofs] = parts["pressure"].x.array
+                self.nu.value = self.viscosity
+                self._operator(*tensors)
+            else:
+                for nu in [*self.continuation, self.viscosity]:
+                    self.nu.value = nu
+                    self._operator(*tensors)
+                if cache is not None:
+                    parts["velocity"].x.array[:] = self.w.x.array[self._velocity_dofs]
+                    parts["pressure"].x.array[:] = self.w.x.array[self._pressure_dofs]
+                    save_functions(cache, parts, key)
+        self._solved = True
         return self.velocity
+
+    def _cache_key(self, tensors) -> dict:
+        comm = self.mesh.comm
+        if tensors:
+            inflow = [float(v) for v in tensors[0]]
+        else:   # a profile: its values' sum of squares stands for it
+            inflow = ["profile", comm.allreduce(float(self._lift_values[: self._n_owned_blocks * self.gdim] @
+                                                      self._lift_values[: self._n_owned_blocks * self.gdim]),
+                                                op=MPI.SUM)]
+        return {"model": "SteadyWind", "viscosity": self.viscosity, "inflow": inflow,
+                "dofs": self.W.dofmap.index_map.size_global * self.W.dofmap.index_map_bs,
+                "inflow_nodes": comm.allreduce(int(self._on_inflow[: self._n_owned_blocks].sum()), op=MPI.SUM)}
+
+    def __call__(self, inflow: torch.Tensor) -> torch.Tensor:
+        """The velocity's owned dofs (P2 vector, blocked: ``(n_owned_nodes * gdim,)``) for the
+        constant inflow vector ``inflow`` (``(gdim,)``, the same on every rank), differentiable
+        in it: its gradient is one adjoint solve (collective). The first call walks down the
+        continuation; later calls start Newton from the last flow, at ``viscosity``, and walk
+        down the continuation again when that fails."""
+        if self.inflow is None:
+            raise ValueError("SteadyWind: the flow is differentiable in a constant inflow vector only; this one "
+                             "was built with a velocity profile")
+        inflow = torch.as_tensor(inflow, dtype=torch.float64)
+        if inflow.shape != (self.gdim,):
+            raise ValueError(f"SteadyWind: an inflow vector of shape ({self.gdim},) expected, got "
+                             f"{tuple(inflow.shape)}")
+        if not self._solved:
+            self.solve(inflow.detach())
+        self.nu.value = self.viscosity
+        try:
+            w = self._operator(inflow)
+        except SolverError:       # on every rank: Newton from the last flow failed; from rest
+            self.solve(inflow.detach())
+            w = self._operator(inflow)
+        lift = (self._owned_on_inflow.to(w.device)[:, None] * inflow[None, :]).reshape(-1)
+        return w[self._owned_velocity.to(w.device)] + lift
+
+    def _inflow_tensors(self, inflow) -> tuple[torch.Tensor, ...]:
+        if self.inflow is None:
+            if inflow is not None:
+                raise ValueError("SteadyWind: built with a velocity profile, it takes no inflow vector")
+            return ()
+        value = self.inflow.value.copy() if inflow is None else np.asarray(
+            torch.as_tensor(inflow, dtype=torch.float64).detach().cpu(), dtype=np.float64)
+        if value.shape != (self.gdim,):
+            raise ValueError(f"SteadyWind: an inflow vector of shape ({self.gdim},) expected, got {value.shape}")
+        return (torch.from_numpy(value.copy()),)
 
     @property
     def velocity(self) -> dolfinx.fem.Function:
         """The velocity of the last solve (a new P2 vector Function)."""
         u = dolfinx.fem.Function(self.V, name="wind")
-        u.interpolate(self.w.sub(0))
+        u.x.array[:] = self.w.x.array[self._velocity_dofs]
+        if self.inflow is None:
+            u.x.array[:] += self._lift_values
+        else:
+            u.x.array.reshape(-1, self.gdim)[self._on_inflow] += self.inflow.value
         return u
 
     @property
@@ -124,16 +247,23 @@ class SteadyWind:
         """Newton iterations of all solves so far."""
         return self._operator.counts.newton_iterations
 
+    @property
+    def operator(self):
+        """The steady solve's ``FemOperator`` (its ``counts`` and ``solver``)."""
+        return self._operator
+
     def force(self, boundary) -> np.ndarray:
         """The force (per unit density and depth) the flow exerts on ``boundary`` (a name or tag
         of a wall), ``∫ (ν ∂u_t/∂n n_y - p n_x, -ν ∂u_t/∂n n_x - p n_y) ds`` with ``n`` the normal
         pointing out of the body, into the fluid, and ``u_t = u·(n_y, -n_x)``, as in the DFG
-        benchmark (collective)."""
-        u, p = ufl.split(self.w)
+        benchmark (2D; collective)."""
+        if self.gdim != 2:
+            raise ValueError("SteadyWind.force is the 2D benchmark's force; this mesh is 3D")
+        _, p = ufl.split(self.w)
         n = -ufl.FacetNormal(self.mesh)          # out of the body, into the fluid
         t = ufl.as_vector((n[1], -n[0]))
         ds = ufl.Measure("ds", domain=self.mesh, subdomain_data=self.domain.facet_tags)
-        ut = ufl.dot(ufl.dot(ufl.grad(u), n), t)
+        ut = ufl.dot(ufl.dot(ufl.grad(self.u), n), t)
         where = ds(self.domain.tag(boundary))
         parts = [self.nu * ut * n[1] - p * n[0], -self.nu * ut * n[0] - p * n[1]]
         return np.array([self.mesh.comm.allreduce(

@@ -68,6 +68,11 @@ class FemOperator:
             raise DeepnumFemError(f"{self!r} was destroyed (op.destroy() or destroy_live_problems()) and cannot "
                                   f"be {what}; build a new operation")
 
+    @property
+    def destroyed(self) -> bool:
+        """Whether :meth:`destroy` has run (the same on every rank)."""
+        return self.problem.destroyed
+
     def destroy(self) -> None:
         """Release the solver's PETSc objects now, on all ranks together (collective). Without
         it they live until the interpreter exits; an operation cannot be called afterwards."""
