@@ -13,6 +13,8 @@ One submodule per subject; the generators and their tags are re-exported here
   :func:`city_blocks_3d`);
 * :mod:`~deepnum_fem.geometry.district`: a real district's footprints in a circular domain
   (``DISTRICT_*``, :func:`district_domain`, :func:`wind_boundaries`);
+* :mod:`~deepnum_fem.geometry.district3d`: the air over that district, its buildings extruded
+  (:data:`DISTRICT_TAGS_3D`, :data:`DISTRICT_BUILDING_HEIGHT`, :func:`district_domain_3d`);
 * :mod:`~deepnum_fem.geometry.coast`: coastal seas (``COAST_*``, ``BAY_*``,
   :data:`EARTH_RADIUS`, :func:`lonlat_to_xy`, :func:`coastal_domain`);
 * :mod:`~deepnum_fem.geometry.polygons`: the polygon maths the coast validates with.
@@ -41,6 +43,7 @@ from deepnum_fem.geometry.coast import (
     lonlat_to_xy,
 )
 from deepnum_fem.geometry.district import DISTRICT_CELL_TAGS, DISTRICT_TAGS, WIND_TAGS, district_domain, wind_boundaries
+from deepnum_fem.geometry.district3d import DISTRICT_BUILDING_HEIGHT, DISTRICT_TAGS_3D, district_domain_3d
 from deepnum_fem.geometry.gmsh_model import from_gmsh_model, write_msh
 from deepnum_fem.geometry.heart import LV_CELL_TAGS, LV_DIMENSIONS, LV_TAGS, left_ventricle, left_ventricle_volume
 from deepnum_fem.geometry.shapes import CHANNEL_TAGS, box_with_cavity, channel_with_cylinder, plate_with_holes
@@ -57,8 +60,10 @@ __all__ = [
     "CITY_TAGS_3D",
     "COAST_CELL_TAGS",
     "COAST_TAGS",
+    "DISTRICT_BUILDING_HEIGHT",
     "DISTRICT_CELL_TAGS",
     "DISTRICT_TAGS",
+    "DISTRICT_TAGS_3D",
     "EARTH_RADIUS",
     "LV_CELL_TAGS",
     "LV_DIMENSIONS",
@@ -70,6 +75,7 @@ __all__ = [
     "city_blocks_3d",
     "coastal_domain",
     "district_domain",
+    "district_domain_3d",
     "from_gmsh_model",
     "left_ventricle",
     "left_ventricle_volume",

@@ -67,34 +67,35 @@ def district_domain(buildings, *, radius: float, h: float = 10.0, h_near: float 
 
 
 def check_district(buildings, radius: float, h: float, h_near: float | None,
-                   grading_distance: float | None) -> tuple[np.ndarray, list[np.ndarray], float, float]:
+                   grading_distance: float | None, *,
+                   caller: str = "district_domain") -> tuple[np.ndarray, list[np.ndarray], float, float]:
     """Validate :func:`district_domain`'s arguments: ``(outer polygon, footprints, h_near,
-    grading_distance)``, or ValueError naming what is wrong."""
+    grading_distance)``, or ValueError naming what is wrong (and the ``caller``)."""
     h_near = h / 4 if h_near is None else float(h_near)
     grading_distance = 3 * h if grading_distance is None else float(grading_distance)
     if not (h > 0 and 0 < h_near <= h and grading_distance > 0 and radius > 2 * h):
-        raise ValueError(f"district_domain: expected h > 0, 0 < h_near <= h, grading_distance > 0 and "
+        raise ValueError(f"{caller}: expected h > 0, 0 < h_near <= h, grading_distance > 0 and "
                          f"radius > 2 h; got h={h}, h_near={h_near}, grading_distance={grading_distance}, "
                          f"radius={radius}")
     rings = [as_polygon(b, f"building {i}") for i, b in enumerate(buildings)]
     if not rings:
-        raise ValueError("district_domain: no buildings given")
+        raise ValueError(f"{caller}: no buildings given")
     for i, ring in enumerate(rings):
         far = float(np.max(np.linalg.norm(ring, axis=1)))
         if far > radius - h:
-            raise ValueError(f"district_domain: building {i} reaches {far:.1f} m from the centre; the circle "
+            raise ValueError(f"{caller}: building {i} reaches {far:.1f} m from the centre; the circle "
                              f"of radius {radius} m must clear every building by h = {h} m")
         if abs(signed_area(ring)) <= 0:
-            raise ValueError(f"district_domain: building {i} has no area")
+            raise ValueError(f"{caller}: building {i} has no area")
     for i, ring in enumerate(rings):
         within = [j for j, other in enumerate(rings) if j != i and inside(ring[:1], other)[0]]
         if within:
-            raise ValueError(f"district_domain: building {i} lies inside building {within[0]}; drop it (a "
+            raise ValueError(f"{caller}: building {i} lies inside building {within[0]}; drop it (a "
                              "footprint inside another's outline is no street space)")
     crossing = first_crossing(rings)
     if crossing is not None:
         (a, _), (b, _) = crossing
-        raise ValueError(f"district_domain: buildings {a} and {b} cross, touch or overlap (an edge of "
+        raise ValueError(f"{caller}: buildings {a} and {b} cross, touch or overlap (an edge of "
                          "one meets an edge of the other); merge them first")
     return circle_polygon(radius, h), rings, h_near, grading_distance
 
@@ -133,6 +134,8 @@ def wind_boundaries(data: dolfinx.io.gmsh.MeshData, direction) -> dolfinx.io.gms
     ``OUTFLOW`` elsewhere on it (:data:`WIND_TAGS`). Returns a copy of ``data`` with the new
     facet tags and physical groups, for ``potential_flow(..., inflow="INFLOW",
     outflow="OUTFLOW")`` and ``Transport(..., dirichlet={"INFLOW": c_background})``.
+    On a :func:`~deepnum_fem.geometry.district_domain_3d` mesh the side wall is split alike, by
+    the facets' horizontal position (the wind is horizontal), and ``GROUND`` and ``TOP`` stay.
     Collective only in that every rank tags its own facets."""
     d = np.asarray(direction, dtype=np.float64).reshape(-1)
     if d.shape != (2,) or not np.all(np.isfinite(d)) or not np.any(d):
