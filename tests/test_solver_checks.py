@@ -162,3 +162,47 @@ def test_a_newton_solve_whose_jacobian_is_singular_is_an_error():
     op.destroy()
     with pytest.raises(dnf.DeepnumFemError, match="nullspace= is supported for linear problems"):
         dnf.fem_operator(F, u, controls=[f], nullspace="constant")
+
+
+def _district_transport(petsc_options=None):
+    """The district at h = 20 m (3,621 P1 dofs) in potential flow: big enough for GAMG to have levels."""
+    footprints = dnf.io.load_district_footprints()
+    data = dnf.geometry.wind_boundaries(dnf.geometry.district_domain(
+        footprints["buildings"], radius=footprints["radius"], h=20.0, h_near=5.0, comm=COMM), (1.0, 0.3))
+    wind = dnf.models.potential_flow(data, inflow="INFLOW", outflow="OUTFLOW", speed=2.0)
+    model = Transport(data, wind, dt=5.0, diffusivity=1.0, decay=1e-4, dirichlet={"INFLOW": 0.0},
+                      petsc_options=petsc_options)
+    return model, dnf.models.street_sources(model.coordinates, footprints["streets"], 4.0).sum(0)
+
+
+def test_a_krylov_solve_whose_own_residual_misjudged_the_error_is_an_error(monkeypatch):
+    """GMRES preconditioned on the left by GAMG with GMRES smoothers (a preconditioner that
+    changes from one application to the next, which GMRES assumes it does not) reports
+    CONVERGED_RTOL at 1e-10 while the true residual is ~1e-3 of the right-hand side: the step
+    is then wrong by ~1e-3 (measured 1.7e-3 with the check off). FGMRES, made for such
+    preconditioners, passes and agrees with MUMPS."""
+    gmres = {"ksp_type": "gmres", "ksp_rtol": 1e-10, "pc_type": "gamg", "mg_levels_ksp_type": "gmres"}
+    lu, source = _district_transport()
+    with torch.no_grad():
+        exact = lu.step(lu.zeros(), source=source)
+        scale = float(dnf.parallel.sum(exact.pow(2).sum())) ** 0.5
+
+        def error(model) -> float:
+            return float(dnf.parallel.sum((model.step(model.zeros(), source=source) - exact).pow(2).sum())) ** 0.5 / scale
+
+        with pytest.raises(dnf.SolverError, match=r"reported convergence .* but the true residual is"):
+            error(_district_transport(gmres)[0])
+        assert error(_district_transport({**gmres, "ksp_type": "fgmres"})[0]) < 1e-8
+        monkeypatch.setattr(dnf.fem.checks, "KRYLOV_RESIDUAL_FACTOR", math.inf)   # what it returned before
+        assert error(_district_transport(gmres)[0]) > 1e-4
+
+
+def test_a_transposed_solve_the_preconditioner_cannot_do_is_a_solver_error():
+    """The adjoint of the (non-symmetric) transport step is a transposed solve; SOR has no
+    transpose for a non-symmetric matrix: PETSc's bare error 56 becomes a SolverError that
+    names the cause, on every rank."""
+    model, source = _district_transport({"ksp_type": "gmres", "ksp_rtol": 1e-10, "pc_type": "sor"})
+    s = source.clone().requires_grad_(True)
+    c = model.step(model.zeros(), source=s)
+    with pytest.raises(dnf.SolverError, match="error code 56.*no transpose"):
+        dnf.parallel.sum(c.sum()).backward()

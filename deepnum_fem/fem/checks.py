@@ -1,4 +1,5 @@
-"""Checks that a solve returned a solution: true residuals of direct solves, singular operators."""
+"""Checks that a solve returned a solution: true residuals of direct and Krylov solves, singular
+operators."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ import numpy as np
 from deepnum_fem.errors import SolverError
 from deepnum_fem.fem.nullspace import NullSpace
 
-__all__ = ["DIRECT_RTOL", "SolveChecks", "constant_kernel", "mumps_null_pivots", "reason_name", "residual_ratio",
-           "singular_hint"]
+__all__ = ["DIRECT_RTOL", "KRYLOV_RESIDUAL_FACTOR", "SolveChecks", "constant_kernel", "mumps_null_pivots",
+           "reason_name", "residual_ratio", "singular_hint"]
 
 #: A direct solve whose true residual exceeds this fraction of the right-hand side is an error.
 DIRECT_RTOL = 1e-6
+
+#: A Krylov solve whose true residual exceeds this many times its own ``ksp_rtol`` (relative to
+#: the right-hand side) is an error: its stopping test measured something else.
+KRYLOV_RESIDUAL_FACTOR = 1e3
 
 #: ``‖A c‖∞ ≤ KERNEL_RTOL ‖A‖∞`` for a constant ``c`` means ``A`` maps constants to rounding:
 #: a Laplacian without a Dirichlet condition (its row sums cancel to ~1e-15 ‖A‖).
@@ -115,26 +120,32 @@ class SolveChecks:
         """Raise unless ``x`` solves ``A x = b`` (``Aᵀ`` when ``transpose``); projects ``x`` first."""
         self.converged(ksp, what)
         self.project(x.getArray())
+        ratio = residual_ratio(ksp.getOperators()[0], b, x, transpose=transpose)
         if ksp.getType() != "preonly":
-            return   # a Krylov method checked its own residual
+            self._krylov_residual(ksp, what, ratio, b.norm())
+            return
         self.singular(ksp, what)
-        self._residual(ksp, what, residual_ratio(ksp.getOperators()[0], b, x, transpose=transpose))
+        self._residual(ksp, what, ratio)
 
     def columns(self, ksp: PETSc.KSP, what: str, B: PETSc.Mat, X: np.ndarray, *, transpose: bool) -> None:
         """:meth:`solution` for each column of a batched solve ``A X = B`` (``X`` projected in place)."""
         self.converged(ksp, what)
         for j in range(X.shape[1]):
             self.project(X[:, j])
-        if ksp.getType() != "preonly":
-            return
-        self.singular(ksp, what)
+        krylov = ksp.getType() != "preonly"
+        if not krylov:
+            self.singular(ksp, what)
         A = ksp.getOperators()[0]
         b, x = A.createVecs()
         try:
             for j in range(X.shape[1]):
                 B.getColumnVector(j, b)
                 x.getArray()[:] = X[:, j]
-                self._residual(ksp, f"{what} (column {j})", residual_ratio(A, b, x, transpose=transpose))
+                ratio = residual_ratio(A, b, x, transpose=transpose)
+                if krylov:
+                    self._krylov_residual(ksp, f"{what} (column {j})", ratio, b.norm())
+                else:
+                    self._residual(ksp, f"{what} (column {j})", ratio)
         finally:
             b.destroy()
             x.destroy()
@@ -174,3 +185,25 @@ class SolveChecks:
                      + singular_hint(self.bs))
         raise SolverError(f"{what} ({ksp.getOptionsPrefix()}): the true residual is {ratio:.3e} of the right-hand "
                           f"side after a preonly solve (allowed: direct_rtol = {self.direct_rtol:g}); {cause}")
+
+    @staticmethod
+    def _krylov_residual(ksp: PETSc.KSP, what: str, ratio: float, b_norm: float) -> None:
+        """A Krylov method stops on its own residual norm, which with left preconditioning (GMRES's
+        default) is the preconditioned one: it can report convergence while ``b - A x`` is far
+        larger. Allowed: :data:`KRYLOV_RESIDUAL_FACTOR` times the tolerance it was given."""
+        rtol, atol, _, _ = ksp.getTolerances()
+        allowed = KRYLOV_RESIDUAL_FACTOR * max(rtol, atol / b_norm if b_norm > 0 else 0.0)
+        if ratio <= allowed:
+            return
+        raise SolverError(
+            f"{what} ({ksp.getOptionsPrefix()}): the Krylov method '{ksp.getType()}' reported convergence "
+            f"({reason_name(ksp.getConvergedReason())}, ksp_rtol {rtol:g}) but the true residual is {ratio:.3e} of "
+            f"the right-hand side (allowed: {KRYLOV_RESIDUAL_FACTOR:g} x ksp_rtol = {allowed:.1e}): its "
+            f"{_norm_name(ksp)} residual norm misjudged the error. Stop on the true residual ('ksp_norm_type': "
+            "'unpreconditioned', or 'ksp_type': 'fgmres', which preconditions on the right), or use a better "
+            "preconditioner")
+
+
+def _norm_name(ksp: PETSc.KSP) -> str:
+    names = {v: k.lower() for k, v in vars(PETSc.KSP.NormType).items() if isinstance(v, int)}
+    return names.get(ksp.getNormType(), "own")

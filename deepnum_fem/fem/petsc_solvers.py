@@ -7,7 +7,7 @@ import contextlib
 
 from petsc4py import PETSc
 
-from deepnum_fem.errors import DeepnumFemError
+from deepnum_fem.errors import DeepnumFemError, SolverError
 
 __all__ = ["BorrowedPC", "ksp_options", "options_in_database", "preconditioner_errors", "set_options"]
 
@@ -59,11 +59,24 @@ class BorrowedPC:
 def preconditioner_errors():
     """Raise a deepnum-fem preconditioner's own error (e.g. ``LearnedFSAI`` on a matrix without a
     positive diagonal) instead of the bare ``PETSc.Error`` that PETSc reports, whose cause it is.
-    Those preconditioners decide their errors on all ranks together."""
+    Those preconditioners decide their errors on all ranks together. Any other PETSc error
+    becomes a :class:`~deepnum_fem.SolverError` that says what its code usually means."""
     try:
         yield
     except PETSc.Error as e:
         cause = e.__cause__
         if isinstance(cause, DeepnumFemError):
             raise cause from cause.__cause__   # keeps a NetworkError's original exception
-        raise
+        hint = PETSC_ERROR_HINTS.get(e.ierr, "")
+        raise SolverError(f"PETSc failed inside a solve: error code {e.ierr} (PETSc's message and stack are "
+                          f"printed on stderr){'; ' + hint if hint else ''}") from e
+
+
+#: What a PETSc error code raised inside a solve usually means for a user's options.
+PETSC_ERROR_HINTS = {
+    56: ("an operation the chosen solver does not support, most often a transposed solve (the adjoint of a "
+         "non-symmetric operator) with a preconditioner that has no transpose, e.g. SOR or Eisenstat, also as "
+         "a multigrid smoother: use ILU ('pc_type': 'ilu', or 'mg_levels_pc_type': 'ilu' for GAMG) or LU"),
+    71: ("a zero pivot in a factorisation: the operator is singular, or needs pivoting (use 'pc_type': 'lu' with "
+         "'pc_factor_mat_solver_type': 'mumps')"),
+}

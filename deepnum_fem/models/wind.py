@@ -25,6 +25,7 @@ and reads it back on any number of ranks.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from deepnum_fem.fem.field_files import load_functions, save_functions
 from deepnum_fem.models.base import Domain, model_solver
 from deepnum_fem.ops.fem_operator import fem_operator
 
-__all__ = ["SteadyWind", "parabolic_inflow"]
+__all__ = ["SteadyWind", "log_law_inflow", "parabolic_inflow"]
 
 
 class SteadyWind:
@@ -278,5 +279,26 @@ def parabolic_inflow(height: float, peak: float) -> Callable[[np.ndarray], np.nd
     """``u = (4 peak y (height - y) / height², 0)``: the DFG benchmark's inflow profile."""
     def profile(x: np.ndarray) -> np.ndarray:
         return np.stack([4.0 * peak * x[1] * (height - x[1]) / height**2, np.zeros(x.shape[1])])
+
+    return profile
+
+
+def log_law_inflow(direction, speed: float, *, reference_height: float = 10.0,
+                   roughness: float = 0.5) -> Callable[[np.ndarray], np.ndarray]:
+    """The neutral atmospheric surface layer's log law over rough ground, for a 3D inflow:
+    ``u(z) = speed ln((z + z0) / z0) / ln((z_ref + z0) / z0)`` along the horizontal
+    ``direction``, with ``speed`` the wind at ``reference_height`` ``z_ref`` (m, e.g. the
+    10 m of a weather station) and the roughness length ``z0`` (m; about 0.5–1 over a city
+    district's buildings, 0.03 over open grass). It vanishes at the ground, ``z = 0``."""
+    d = np.asarray(direction, dtype=np.float64).reshape(-1)[:2]
+    if not (np.all(np.isfinite(d)) and np.any(d) and speed >= 0 and reference_height > 0 and roughness > 0):
+        raise ValueError(f"log_law_inflow: a non-zero horizontal direction, speed >= 0, reference_height > 0 and "
+                         f"roughness > 0 expected, got {direction!r}, {speed}, {reference_height}, {roughness}")
+    d = d / np.linalg.norm(d)
+    scale = speed / math.log((reference_height + roughness) / roughness)
+
+    def profile(x: np.ndarray) -> np.ndarray:
+        u = scale * np.log((np.maximum(x[2], 0.0) + roughness) / roughness)
+        return np.stack([d[0] * u, d[1] * u, np.zeros(x.shape[1])])
 
     return profile
