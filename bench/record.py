@@ -130,7 +130,12 @@ def main() -> None:
     p.add_argument("name", choices=[*DEFAULT_ARGS, "all", *demos])
     p.add_argument("--ranks", type=int, nargs="+", default=None, help="default: 1 2 (benchmarks), 2 (demos)")
     p.add_argument("args", nargs="*", help="after --: the script's arguments (default: the recorded ones)")
-    ns = p.parse_args()
+    # split at "--" ourselves: argparse (3.12) rejects "NAME --ranks 1 2 -- ARGS", the
+    # positional args having been taken, empty, with NAME
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    ns = p.parse_args(argv[:cut])
+    ns.args = argv[cut + 1:]
     if ns.name in demos:
         for ranks in ns.ranks or [2]:
             record_demo(ns.name, ranks, ns.args)
