@@ -168,7 +168,8 @@ def _air_quality(r: dict) -> list[Row]:
         row = named("iterative", name)(x)
         if "error" in row:
             return f"fails: {row['error'].splitlines()[0][:100]}"
-        return (f"{_f(row['ms_per_step_nograd'])} ms/step, {row['iterations_mean']:.1f} iterations; differs from "
+        return (f"{_f(row['ms_per_step_nograd'])} ms/step ({_f(row['vs_mumps'])}× MUMPS's), "
+                f"{row['iterations_mean']:.1f} iterations; differs from "
                 f"MUMPS by {row['rel_diff_state']:.0e} / {row['rel_diff_series']:.0e} / {row['rel_diff_gradient']:.0e}")
 
     def iterative_ms(x: dict, name: str) -> float | None:
