@@ -8,7 +8,9 @@ versions). In a page,
     ```
 
 renders one table with a column per recorded rank count, then the conditions of each run.
-Every number comes from those files, at build time; nothing is generated into the source
+A row may also give a time (seconds, or any cost where lower is faster) of each run: the
+table then has a last column, the speed-up from the fewest ranks to the most (the first
+record's time over the last's). Every number comes from those files, at build time; nothing is generated into the source
 tree. A missing or malformed file is a build error (a warning, and the docs build with
 ``-W``), and a page that shows a table is rebuilt when its JSON files change.
 """
@@ -25,7 +27,8 @@ from sphinx.util.docutils import SphinxDirective
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 RANKS = (1, 2)
 
-Row = tuple[str, Callable[[dict], str]]
+#: ``(label, cell)``, or ``(label, cell, time)`` for a row that gets a speed-up across the runs
+Row = tuple[str, Callable[[dict], str]] | tuple[str, Callable[[dict], str], Callable[[dict], float | None]]
 
 
 def _f(x: float | None, digits: int = 2) -> str:
@@ -34,6 +37,18 @@ def _f(x: float | None, digits: int = 2) -> str:
 
 def _case(rows: list[dict], name: str, **match) -> dict | None:
     return next((r for r in rows if r.get("case") == name and all(r.get(k) == v for k, v in match.items())), None)
+
+
+def _speedup(rows: list[Row], records: list[dict]) -> list[str] | None:
+    """The speed-up column (first record's time / last record's), or None when no row has a time."""
+    if len(records) < 2 or not any(len(row) > 2 for row in rows):
+        return None
+    first, last = records[0]["result"], records[-1]["result"]
+    cells = []
+    for row in rows:
+        t = (row[2](first), row[2](last)) if len(row) > 2 else (None, None)
+        cells.append("—" if None in t or not t[1] > 0 else f"{t[0] / t[1]:.2f}×")
+    return cells
 
 
 def _ratio_cell(row: dict | None) -> str:
@@ -145,7 +160,72 @@ def _shallow_water(r: dict) -> list[Row]:
     return rows
 
 
+def _air_quality(r: dict) -> list[Row]:
+    def named(key: str, name: str) -> Callable[[dict], dict]:
+        return lambda x: next(row for row in x[key] if row["name"] == name)
+
+    def iterative(x: dict, name: str) -> str:
+        row = named("iterative", name)(x)
+        if "error" in row:
+            return f"fails: {row['error'].splitlines()[0][:100]}"
+        return (f"{_f(row['ms_per_step_nograd'])} ms/step ({_f(row['vs_mumps'])}× MUMPS's), "
+                f"{row['iterations_mean']:.1f} iterations; differs from "
+                f"MUMPS by {row['rel_diff_state']:.0e} / {row['rel_diff_series']:.0e} / {row['rel_diff_gradient']:.0e}")
+
+    def iterative_ms(x: dict, name: str) -> float | None:
+        return named("iterative", name)(x).get("ms_per_step_nograd")
+
+    def bad(x: dict, name: str) -> str:
+        row = named("bad_options", name)(x)
+        raised = "/".join(row["raised"]) or "nothing raised"
+        return f"{raised} on {row['ranks_raised']} of {x['ranks']} ranks"
+
+    def memory(x: dict) -> str:
+        m = x["memory"]
+        return "not measured" if m["checkpointed_mib"] is None else f"{_f(m['checkpointed_mib'], 1)} MiB"
+
+    def plain(x: dict) -> str:
+        m = x["memory"]
+        if m["plain_mib"] is None:
+            return "not measured"
+        scaled = m["plain_mib"] * m["checkpointed_steps"] / m["plain_steps"]
+        return f"{_f(m['plain_mib'], 1)} MiB ({_f(scaled, 0)} MiB scaled to {m['checkpointed_steps']} steps)"
+
+    m, every = r["memory"], r["checkpoint_every"]
+    wind = "Navier–Stokes" if r["wind"] == "ns" else "potential flow"
+    rows: list[Row] = [
+        ("P1 dofs; cells; mesh size away from / at the walls",
+         lambda x: f"{x['dofs']:,}; {x['cells']:,}; {x['h']:g} / {x['h_near']:g} m"),
+        (f"wind ({wind}): Newton iterations; time", lambda x: f"{x['wind_newton_iterations']}; {_f(x['wind_s'], 1)} s",
+         lambda x: x["wind_s"]),
+        ("time per step, no graph (MUMPS LU)", lambda x: f"{_f(x['ms_per_step_nograd'])} ms",
+         lambda x: x["ms_per_step_nograd"]),
+        (f"time per step recording the graph / in checkpoint blocks of {every}",
+         lambda x: f"{_f(x['ms_per_step_graph'])} / {_f(x['ms_per_step_graph_checkpointed'])} ms",
+         lambda x: x["ms_per_step_graph"]),
+        ("one factorisation of the step operator", lambda x: f"{_f(x['factorisation_s'], 3)} s",
+         lambda x: x["factorisation_s"]),
+        ("(forward + gradient) / forward, no checkpoints", lambda x: _f(x["gradient_ratio"])),
+        (f"same with checkpoint blocks of {every}", lambda x: _f(x["gradient_ratio_checkpointed"])),
+        ("(forward + gradient) / forward without graph, no checkpoints", lambda x: _f(x["gradient_ratio_vs_nograd"])),
+        (f"forward + gradient of {r['timing_steps']} steps, no checkpoints", lambda x: f"{_f(x['gradient_s'], 2)} s",
+         lambda x: x["gradient_s"]),
+        (f"peak resident memory growth per rank, gradient of {m['checkpointed_steps']} steps in checkpoint blocks "
+         f"of {every}", memory),
+        (f"same without checkpoints, {m['plain_steps']} steps", plain),
+    ]
+    for row in r["iterative"]:
+        rows.append((f"{row['name']}: time per step; Krylov iterations per step; relative difference from MUMPS "
+                     "(final state / sensor series / gradient)",
+                     lambda x, name=row["name"]: iterative(x, name), lambda x, name=row["name"]: iterative_ms(x, name)))
+    for row in r["bad_options"]:
+        rows.append((f"a user's option that does not solve, {row['name']}: the first step raises",
+                     lambda x, name=row["name"]: bad(x, name)))
+    return rows
+
+
 TABLES: dict[str, Callable] = {
+    "air_quality": _air_quality,
     "cardiac": _cardiac,
     "fem_operator": _fem_operator,
     "shallow_water": _shallow_water,
@@ -217,7 +297,11 @@ class BenchTable(SphinxDirective):
         try:
             rows = TABLES[name](records[0]["result"])
             header = [""] + [f"{r['ranks']} rank{'s' if r['ranks'] > 1 else ''}" for r in records]
-            body = [[label] + [cell(r["result"]) for r in records] for label, cell in rows]
+            body = [[label] + [cell(r["result"]) for r in records] for label, cell, *_ in rows]
+            speedup = _speedup(rows, records)
+            if speedup is not None:
+                header.append(f"speed-up, {records[0]['ranks']} → {records[-1]['ranks']} ranks")
+                body = [cells + [extra] for cells, extra in zip(body, speedup, strict=True)]
         except (KeyError, TypeError, IndexError, ZeroDivisionError) as e:
             raise self.error(f"bench-table {name}: the recorded JSON lacks what the table needs "
                              f"({type(e).__name__}: {e}); re-record with python bench/record.py {name}") from None
