@@ -188,7 +188,8 @@ def test_a_krylov_solve_whose_own_residual_misjudged_the_error_is_an_error(monke
         scale = float(dnf.parallel.sum(exact.pow(2).sum())) ** 0.5
 
         def error(model) -> float:
-            return float(dnf.parallel.sum((model.step(model.zeros(), source=source) - exact).pow(2).sum())) ** 0.5 / scale
+            difference = model.step(model.zeros(), source=source) - exact
+            return float(dnf.parallel.sum(difference.pow(2).sum())) ** 0.5 / scale
 
         with pytest.raises(dnf.SolverError, match=r"reported convergence .* but the true residual is"):
             error(_district_transport(gmres)[0])

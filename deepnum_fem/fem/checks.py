@@ -19,7 +19,7 @@ __all__ = ["DIRECT_RTOL", "KRYLOV_RESIDUAL_FACTOR", "SolveChecks", "constant_ker
 DIRECT_RTOL = 1e-6
 
 #: A Krylov solve whose true residual exceeds this many times its own ``ksp_rtol`` (relative to
-#: the right-hand side) is an error: its stopping test measured something else.
+#: the right-hand side), and ``direct_rtol``, is an error: its stopping test measured something else.
 KRYLOV_RESIDUAL_FACTOR = 1e3
 
 #: ``‖A c‖∞ ≤ KERNEL_RTOL ‖A‖∞`` for a constant ``c`` means ``A`` maps constants to rounding:
@@ -186,22 +186,22 @@ class SolveChecks:
         raise SolverError(f"{what} ({ksp.getOptionsPrefix()}): the true residual is {ratio:.3e} of the right-hand "
                           f"side after a preonly solve (allowed: direct_rtol = {self.direct_rtol:g}); {cause}")
 
-    @staticmethod
-    def _krylov_residual(ksp: PETSc.KSP, what: str, ratio: float, b_norm: float) -> None:
+    def _krylov_residual(self, ksp: PETSc.KSP, what: str, ratio: float, b_norm: float) -> None:
         """A Krylov method stops on its own residual norm, which with left preconditioning (GMRES's
         default) is the preconditioned one: it can report convergence while ``b - A x`` is far
-        larger. Allowed: :data:`KRYLOV_RESIDUAL_FACTOR` times the tolerance it was given."""
+        larger. Allowed: :data:`KRYLOV_RESIDUAL_FACTOR` times the tolerance it was given, and
+        never less than ``direct_rtol`` (what a factorisation is allowed)."""
         rtol, atol, _, _ = ksp.getTolerances()
-        allowed = KRYLOV_RESIDUAL_FACTOR * max(rtol, atol / b_norm if b_norm > 0 else 0.0)
+        allowed = max(KRYLOV_RESIDUAL_FACTOR * max(rtol, atol / b_norm if b_norm > 0 else 0.0), self.direct_rtol)
         if ratio <= allowed:
             return
         raise SolverError(
             f"{what} ({ksp.getOptionsPrefix()}): the Krylov method '{ksp.getType()}' reported convergence "
             f"({reason_name(ksp.getConvergedReason())}, ksp_rtol {rtol:g}) but the true residual is {ratio:.3e} of "
-            f"the right-hand side (allowed: {KRYLOV_RESIDUAL_FACTOR:g} x ksp_rtol = {allowed:.1e}): its "
-            f"{_norm_name(ksp)} residual norm misjudged the error. Stop on the true residual ('ksp_norm_type': "
-            "'unpreconditioned', or 'ksp_type': 'fgmres', which preconditions on the right), or use a better "
-            "preconditioner")
+            f"the right-hand side (allowed: {allowed:.1e}, the larger of {KRYLOV_RESIDUAL_FACTOR:g} x ksp_rtol and "
+            f"direct_rtol): its {_norm_name(ksp)} residual norm misjudged the error. Stop on the true residual "
+            "('ksp_norm_type': 'unpreconditioned', or 'ksp_type': 'fgmres', which preconditions on the right), or "
+            "use a better preconditioner")
 
 
 def _norm_name(ksp: PETSc.KSP) -> str:

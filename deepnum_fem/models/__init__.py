@@ -24,11 +24,11 @@ from deepnum_fem.models.transport import (
     potential_flow,
     street_sources,
 )
-from deepnum_fem.models.wind import SteadyWind, log_law_inflow, parabolic_inflow
+from deepnum_fem.models.wind import SteadyWind, log_law_inflow, parabolic_inflow, wall_distance
 
 __all__ = ["AlievPanfilov", "Domain", "GaugeSensors", "HybridIonic", "IonicModel", "LearnedDragLaw",
            "MitchellSchaeffer", "Monodomain", "NeuralEmission", "ShallowWater", "SteadyWind", "Stimulus",
            "StreetEmission", "TimeSteppingModel", "Transport", "activation_times", "gaussian_source", "line_source",
-           "log_law_inflow",
+           "log_law_inflow", "wall_distance",
            "parabolic_inflow", "polyline_source", "potential_flow", "rule_based_fibres", "soft_activation_times",
            "street_sources", "transmural_coordinate"]

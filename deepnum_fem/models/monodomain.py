@@ -162,7 +162,7 @@ class Monodomain(TimeSteppingModel):
 
     @property
     def diffusion(self):
-        """Deprecated name of :attr:`operator`."""
+        """Deprecated name of :attr:`~deepnum_fem.models.base.TimeSteppingModel.operator`."""
         deprecated("Monodomain.diffusion", "Monodomain.operator")
         return self._operator
 

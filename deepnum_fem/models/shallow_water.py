@@ -507,6 +507,6 @@ class ShallowWater(TimeSteppingModel):
 
     @property
     def step_operator(self):
-        """Deprecated name of :attr:`operator`."""
+        """Deprecated name of :attr:`~deepnum_fem.models.base.TimeSteppingModel.operator`."""
         deprecated("ShallowWater.step_operator", "ShallowWater.operator")
         return self._operator

@@ -118,7 +118,7 @@ class Transport(TimeSteppingModel):
     emission over a step (P1 dofs, at ``t + θ dt``; default zero); when built with
     ``diffusivity_scale``, ``scale`` (that Function's owned dofs); when built with
     ``wind_control=True``, ``wind`` (the wind Function's owned dofs, e.g. from
-    :meth:`SteadyWind.__call__ <deepnum_fem.models.SteadyWind.__call__>`, or a constant
+    calling a :class:`~deepnum_fem.models.SteadyWind`, or a constant
     wind's vector). A new wind's value costs one new factorisation; the steps that share it
     share that factorisation.
 
@@ -220,7 +220,7 @@ class Transport(TimeSteppingModel):
 
     @property
     def step_operator(self):
-        """Deprecated name of :attr:`operator`."""
+        """Deprecated name of :attr:`~deepnum_fem.models.base.TimeSteppingModel.operator`."""
         deprecated("Transport.step_operator", "Transport.operator")
         return self._operator
 

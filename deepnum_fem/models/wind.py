@@ -43,7 +43,12 @@ from deepnum_fem.fem.field_files import load_functions, save_functions
 from deepnum_fem.models.base import Domain, model_solver
 from deepnum_fem.ops.fem_operator import fem_operator
 
-__all__ = ["SteadyWind", "log_law_inflow", "parabolic_inflow"]
+__all__ = ["KARMAN", "SteadyWind", "log_law_inflow", "parabolic_inflow", "wall_distance"]
+
+#: von Kármán's constant.
+KARMAN = 0.41
+#: A strain rate (1/s) far below any of a wind, under the root of the mixing-length viscosity.
+STRAIN_FLOOR = 1e-6
 
 
 class SteadyWind:
@@ -61,8 +66,12 @@ class SteadyWind:
         inflow: Boundaries (names or tag values) where ``u = velocity``.
         walls: Boundaries where ``u = 0``. All others are outflow (do-nothing).
         velocity: The inflow velocity: a constant vector (then differentiable: see
-            :meth:`__call__`), or ``velocity(x) -> (gdim, n)`` of the points ``x``
+            ``wind(inflow)``), or ``velocity(x) -> (gdim, n)`` of the points ``x``
             (``(3, n)``), e.g. a parabolic or a log-law profile.
+        mixing_length: With a cap ``l_max`` (m), Prandtl's mixing-length eddy viscosity is added
+            to ``viscosity``: ``ν_t = (κ min(d, l_max))² |S|``, ``κ = 0.41``, ``d`` the
+            distance to the ``walls`` (:func:`wall_distance`) and ``|S| = √(2 S:S)`` the
+            strain rate. None (default): ``viscosity`` alone, a constant eddy viscosity.
         continuation: Viscosities to pass through, largest first, before ``viscosity``;
             default: from ``8 ν`` down by factors of √2 (six solves before the last).
         petsc_options, solver: Newton's options (default SNES Newton with MUMPS), as for
@@ -71,8 +80,8 @@ class SteadyWind:
     """
 
     def __init__(self, domain, *, viscosity: float, inflow, walls, velocity,
-                 continuation: Sequence[float] | None = None, petsc_options: dict | None = None, solver=None,
-                 facet_tags: dolfinx.mesh.MeshTags | None = None):
+                 continuation: Sequence[float] | None = None, mixing_length: float | None = None,
+                 petsc_options: dict | None = None, solver=None, facet_tags: dolfinx.mesh.MeshTags | None = None):
         if not viscosity > 0:
             raise ValueError(f"viscosity must be > 0, got {viscosity}")
         self.domain = Domain.of(domain, facet_tags)
@@ -131,7 +140,18 @@ class SteadyWind:
         self.u = u_hat + lift                                  # the flow, as a UFL expression
         u = self.u
         v, q = ufl.TestFunctions(self.W)
-        F = (self.nu * ufl.inner(ufl.grad(u), ufl.grad(v)) + ufl.dot(ufl.dot(ufl.grad(u), u), v)
+        self.wall_distance = None
+        nu = self.nu
+        if mixing_length is not None:
+            if not mixing_length > 0:
+                raise ValueError(f"mixing_length must be > 0 (m), got {mixing_length}")
+            self.wall_distance = wall_distance(self.domain, walls)
+            length = KARMAN * ufl.min_value(self.wall_distance, float(mixing_length))
+            strain = ufl.sym(ufl.grad(u))
+            # √(2 S:S + ε²): smooth at rest, where Newton starts
+            nu = nu + length**2 * ufl.sqrt(2.0 * ufl.inner(strain, strain) + STRAIN_FLOOR**2)
+        self.eddy_viscosity = nu
+        F = (nu * ufl.inner(ufl.grad(u), ufl.grad(v)) + ufl.dot(ufl.dot(ufl.grad(u), u), v)
              - p * ufl.div(v) + q * ufl.div(u)) * ufl.dx
         zero = dolfinx.fem.Function(self.V)
         boundary = np.concatenate([inflow_facets, wall_facets])
@@ -302,3 +322,29 @@ def log_law_inflow(direction, speed: float, *, reference_height: float = 10.0,
         return np.stack([d[0] * u, d[1] * u, np.zeros(x.shape[1])])
 
     return profile
+
+
+def wall_distance(domain, walls, *, degree: int = 2,
+                  facet_tags: dolfinx.mesh.MeshTags | None = None) -> dolfinx.fem.Function:
+    """The distance to the ``walls`` (names or tags of boundaries), from one Poisson solve
+    (Spalding; Tucker 2003): ``-Δφ = 1`` with ``φ = 0`` on the walls and no flux elsewhere,
+    ``d = √(|∇φ|² + 2φ) - |∇φ|``. It is exact between parallel walls and near any wall, and
+    smooth elsewhere (it underestimates far from walls, where a mixing length is capped
+    anyway). Returns ``d`` interpolated into P``degree`` (collective; a checked solve)."""
+    where = Domain.of(domain, facet_tags)
+    mesh = where.mesh
+    fdim = mesh.topology.dim - 1
+    mesh.topology.create_connectivity(fdim, fdim + 1)
+    Q = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))
+    phi, q = dolfinx.fem.Function(Q, name="wall_potential"), ufl.TestFunction(Q)
+    bc = dolfinx.fem.dirichletbc(0.0, dolfinx.fem.locate_dofs_topological(Q, fdim, where.facets(walls)), Q)
+    solve = fem_operator((ufl.inner(ufl.grad(phi), ufl.grad(q)) - q) * ufl.dx, phi, bcs=[bc], linear=True,
+                         symmetric=True)
+    with torch.no_grad():
+        solve()
+    solve.destroy()
+    g2 = ufl.dot(ufl.grad(phi), ufl.grad(phi))
+    d = dolfinx.fem.Function(Q, name="wall_distance")
+    d.interpolate(dolfinx.fem.Expression(ufl.sqrt(g2 + 2.0 * ufl.max_value(phi, 0.0)) - ufl.sqrt(g2),
+                                         Q.element.interpolation_points))
+    return d
