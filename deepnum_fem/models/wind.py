@@ -130,8 +130,8 @@ class SteadyWind:
             self.inflow = dolfinx.fem.Constant(mesh, value)
             # a component of V, collapsed: scalar P2 with V's node numbering (checked)
             S, component = self.V.sub(0).collapse()
-            if not np.array_equal(np.asarray(component).reshape(-1), gdim * np.arange(len(on_inflow))):
-                raise RuntimeError("SteadyWind: a component of the velocity space does not share its node numbering")
+            same = np.array_equal(np.asarray(component).reshape(-1), gdim * np.arange(len(on_inflow)))
+            _require(mesh.comm, same, "a component of the velocity space does not share its node numbering")
             chi = dolfinx.fem.Function(S, name="inflow_indicator")
             chi.x.array[:] = on_inflow
             lift = chi * self.inflow
@@ -140,7 +140,7 @@ class SteadyWind:
         self.u = u_hat + lift                                  # the flow, as a UFL expression
         u = self.u
         v, q = ufl.TestFunctions(self.W)
-        self.wall_distance = None
+        self.wall_distance, self.mixing_length = None, mixing_length
         nu = self.nu
         if mixing_length is not None:
             if not mixing_length > 0:
@@ -163,8 +163,8 @@ class SteadyWind:
         n_velocity = self.V.dofmap.index_map.size_local * gdim
         self._owned_velocity = torch.from_numpy(self._velocity_dofs[:n_velocity].copy())
         n_w = self.W.dofmap.index_map.size_local * self.W.dofmap.index_map_bs
-        if n_velocity and int(self._owned_velocity.max()) >= n_w:
-            raise RuntimeError("SteadyWind: an owned velocity dof is not owned in the mixed space")
+        _require(mesh.comm, not n_velocity or int(self._owned_velocity.max()) < n_w,
+                 "an owned velocity dof is not owned in the mixed space")
         self._owned_on_inflow = torch.from_numpy(on_inflow[: self.V.dofmap.index_map.size_local].astype(np.float64))
         self._solved = False
 
@@ -206,7 +206,8 @@ class SteadyWind:
             inflow = ["profile", comm.allreduce(float(self._lift_values[: self._n_owned_blocks * self.gdim] @
                                                       self._lift_values[: self._n_owned_blocks * self.gdim]),
                                                 op=MPI.SUM)]
-        return {"model": "SteadyWind", "viscosity": self.viscosity, "inflow": inflow,
+        return {"model": "SteadyWind", "viscosity": self.viscosity, "mixing_length": self.mixing_length,
+                "inflow": inflow,
                 "dofs": self.W.dofmap.index_map.size_global * self.W.dofmap.index_map_bs,
                 "inflow_nodes": comm.allreduce(int(self._on_inflow[: self._n_owned_blocks].sum()), op=MPI.SUM)}
 
@@ -293,6 +294,13 @@ class SteadyWind:
     def destroy(self) -> None:
         """Release the Newton solver's PETSc objects now (collective)."""
         self._operator.destroy()
+
+
+def _require(comm: MPI.Comm, ok: bool, what: str) -> None:
+    """Raise on every rank unless ``ok`` holds on every rank (an invariant of DOLFINx's layouts
+    that this module relies on)."""
+    if not comm.allreduce(bool(ok), op=MPI.LAND):
+        raise RuntimeError(f"SteadyWind: {what} on some rank")
 
 
 def parabolic_inflow(height: float, peak: float) -> Callable[[np.ndarray], np.ndarray]:
