@@ -1,9 +1,11 @@
 """Bathymetry for the shallow-water use case: the still-water depth H (m, positive down) as a Function.
 
-An analytic default for the bundled bay (:func:`shelf_bathymetry`), any callable
-(:func:`bathymetry_function`) and scattered survey samples (:func:`interpolate_bathymetry`,
-linear on their Delaunay triangulation). Each rank evaluates the depth at its own dofs;
-the ghosts are then updated, so the result is the same on any number of ranks.
+An analytic default for the bundled bay (:func:`shelf_bathymetry`), a depth model from the
+distance to the shore for any coastline (:func:`shore_bathymetry`, e.g. the bundled Rade de
+Brest, which has no real bathymetry), any callable (:func:`bathymetry_function`) and scattered
+survey samples (:func:`interpolate_bathymetry`, linear on their Delaunay triangulation). Each
+rank evaluates the depth at its own dofs; the ghosts are then updated, so the result is the
+same on any number of ranks.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ import numpy as np
 import ufl
 
 from deepnum_fem.geometry.gmsh_model import gmsh_module
-from deepnum_fem.geometry.polygons import signed_area
+from deepnum_fem.geometry.polygons import as_polygon, signed_area
 
-__all__ = ["bathymetry_function", "interpolate_bathymetry", "shelf_bathymetry"]
+__all__ = ["bathymetry_function", "interpolate_bathymetry", "shelf_bathymetry", "shore_bathymetry"]
 
 #: Interpolation methods of :func:`interpolate_bathymetry`.
 METHODS = ("linear", "nearest")
@@ -67,6 +69,73 @@ def shelf_bathymetry(x, *, depth_coast: float = 5.0, depth_shelf: float = 30.0, 
     s = np.maximum(x[0] - x_coast, 0.0)
     return (depth_coast + (depth_shelf - depth_coast) * np.tanh(s / shelf_scale)
             + (depth_ocean - depth_shelf) * 0.5 * (1.0 + np.tanh((x[0] - x_break) / break_width)))
+
+
+def shore_bathymetry(coastline, open_sea=(), islands=(), *, depth_shore: float = 2.0,
+                     depth_offshore: float = 40.0, length: float = 2000.0) -> Callable[[np.ndarray], np.ndarray]:
+    """A depth model (m, positive down) that deepens with the distance ``d`` to the land.
+
+    ``H = depth_shore + (depth_offshore - depth_shore) tanh(d / length)``, with ``d`` the
+    distance to the nearest land edge: the edges of ``coastline`` not in ``open_sea`` and
+    every island shore. It is a model, not a survey: ``depth_shore`` along the land, about
+    ``depth_offshore`` from ``2 length`` away, and nothing of real channels or banks. Use it
+    where no bathymetry is at hand, e.g. for the bundled Rade de Brest
+    (:func:`deepnum_fem.io.load_brest_bay_outline`), and replace it by
+    :func:`interpolate_bathymetry` of soundings when there are some.
+
+    Args:
+        coastline: The closed polyline bounding the water, ``(n, 2)`` (m), as for
+            :func:`~deepnum_fem.geometry.coastal_domain`; edge ``k`` joins point ``k`` to
+            point ``(k + 1) % n``.
+        open_sea: Index or indices of the coastline's open-sea edges: no shore there.
+        islands: Closed polylines ``(m, 2)``: their shores are land.
+        depth_shore, depth_offshore: Depths (m) at the land and far from it,
+            ``0 < depth_shore <= depth_offshore``.
+        length: Distance (m) over which the depth grows (76 % of the way at ``d = length``).
+
+    Returns:
+        ``fn(x)``: the depths ``(n,)`` at points ``x`` of shape ``(2 or 3, n)`` (DOLFINx's
+        convention), for :func:`bathymetry_function`.
+
+    Raises:
+        ValueError: for polygons with fewer than 3 distinct points, open-sea indices that are
+            not edges of the coastline or that leave no land, or depths and lengths out of range.
+    """
+    ring = as_polygon(coastline, "the coastline")
+    edges = [open_sea] if isinstance(open_sea, int | np.integer) else list(open_sea)
+    if not all(isinstance(k, int | np.integer) and 0 <= k < len(ring) for k in edges):
+        raise ValueError(f"expected open_sea as coastline edge indices in 0..{len(ring) - 1}, got {open_sea!r}")
+    if not 0 < depth_shore <= depth_offshore:
+        raise ValueError(f"expected depths 0 < depth_shore <= depth_offshore (m), got {depth_shore}, {depth_offshore}")
+    if not (math.isfinite(length) and length > 0):
+        raise ValueError(f"expected a length > 0 (m), got {length}")
+    land = np.setdiff1d(np.arange(len(ring)), edges)
+    starts = [ring[land]]
+    ends = [np.roll(ring, -1, axis=0)[land]]
+    for k, island in enumerate(islands):
+        island = as_polygon(island, f"island {k}")
+        starts.append(island)
+        ends.append(np.roll(island, -1, axis=0))
+    a, b = np.concatenate(starts), np.concatenate(ends)
+    if len(a) == 0:
+        raise ValueError("expected some land: every coastline edge is open sea and there are no islands")
+    d = b - a
+    dd = np.maximum((d * d).sum(axis=1), 1e-300)
+
+    def depth(x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] not in (2, 3):
+            raise ValueError(f"expected points x of shape (2 or 3, n) (DOLFINx's convention), got shape {x.shape}")
+        p = np.ascontiguousarray(x[:2].T)
+        distance = np.empty(len(p))
+        chunk = max(1, 2_000_000 // len(a))
+        for i in range(0, len(p), chunk):
+            r = p[i:i + chunk, None, :] - a[None]
+            t = np.clip((r * d).sum(axis=-1) / dd, 0.0, 1.0)
+            distance[i:i + chunk] = np.sqrt(((r - t[..., None] * d) ** 2).sum(axis=-1).min(axis=1))
+        return depth_shore + (depth_offshore - depth_shore) * np.tanh(distance / length)
+
+    return depth
 
 
 def bathymetry_function(V: dolfinx.fem.FunctionSpace, fn: Callable[[np.ndarray], np.ndarray], *,

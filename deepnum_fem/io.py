@@ -43,8 +43,8 @@ from deepnum_fem.geometry import (
 )
 from deepnum_fem.geometry.gmsh_model import gmsh_session
 
-__all__ = ["MESH_DIR", "bundled_mesh_path", "load_city", "load_coast", "load_district", "load_district_footprints",
-           "load_functions", "save_functions",
+__all__ = ["MESH_DIR", "bundled_mesh_path", "load_brest_bay", "load_brest_bay_outline", "load_city", "load_coast",
+           "load_district", "load_district_footprints", "load_functions", "save_functions",
            "load_left_ventricle", "load_mesh", "write_frames"]
 
 #: Where the bundled meshes live (the repository's ``meshes/``; the package is installed editable).
@@ -57,6 +57,9 @@ BUNDLED_CITY_H = 8.0
 BUNDLED_COAST_H = 500.0
 #: Domain radius and mesh sizes (m) of ``meshes/bubenec_district.msh``.
 BUNDLED_DISTRICT = {"radius": 350.0, "h": 10.0, "h_near": 2.0}
+#: Mesh sizes (m) of ``meshes/brest_bay.msh``: ``h`` offshore, ``h_coast`` at the land, reached
+#: ``h`` at ``grading_distance`` from it (:func:`~deepnum_fem.geometry.coastal_domain`'s defaults for this h).
+BUNDLED_BREST_BAY = {"h": 800.0, "h_coast": 200.0, "grading_distance": 3200.0}
 
 #: Integer cell-data arrays meshio uses for tags, tried in this order when ``tag_name`` is not given.
 _TAG_ARRAYS = ("gmsh:physical", "medit:ref")
@@ -195,6 +198,57 @@ def load_district(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
     warnings.warn(f"{path} is missing; generating the district with gmsh ({BUNDLED_DISTRICT}). "
                   "Run `python scripts/make_district_mesh.py` to write it.", stacklevel=2)
     return district_domain(load_district_footprints()["buildings"], comm=comm, **BUNDLED_DISTRICT)
+
+
+def load_brest_bay_outline() -> dict:
+    """The bundled Rade de Brest (``meshes/brest_bay.json``, extracted from the GSHHG 2.3.6
+    shoreline by ``scripts/make_bay_mesh.py``; provenance and licence, LGPL-3.0-or-later, in
+    ``meshes/README.md``).
+
+    Returns:
+        ``coastline``: the closed polyline bounding the water, ``(n, 2)`` (metres, x east,
+        y north, counter-clockwise, not repeating its first point); ``open_sea``: its open-sea
+        edge indices, ``(0,)`` (edge k joins point k to point k + 1); ``open_sea_segment``:
+        that edge's end points ``(2, 2)``, Pointe Saint-Mathieu to Pointe du Toulinguet;
+        ``islands``: ``(m, 2)`` arrays; ``goulet``: the end points ``(2, 2)`` of the
+        narrowest section of the Goulet de Brest, coastline points ``goulet_vertices``;
+        ``origin`` (lon0, lat0, degrees) and ``metres_per_degree`` ``(kx, ky)``: the projection,
+        ``x = kx (lon - lon0)``, ``y = ky (lat - lat0)``; ``mesh``: the bundled mesh's
+        :func:`~deepnum_fem.geometry.coastal_domain` sizes; and the file's ``provenance``.
+        ``coastal_domain(outline["coastline"], outline["open_sea"], islands=outline["islands"],
+        **outline["mesh"])`` makes the bundled mesh again.
+    """
+    record = json.loads(bundled_mesh_path("brest_bay").with_suffix(".json").read_text(encoding="utf-8"))
+    coastline = np.array(record["coastline"], dtype=np.float64)
+    goulet = tuple(int(k) for k in record["goulet"]["vertices"])
+    open_sea = tuple(int(k) for k in record["open_sea"])
+    return {"coastline": coastline, "open_sea": open_sea,
+            "open_sea_segment": coastline[[open_sea[0], (open_sea[0] + 1) % len(coastline)]],
+            "islands": [np.array(r, dtype=np.float64) for r in record["islands"]],
+            "goulet": coastline[list(goulet)], "goulet_vertices": goulet,
+            "origin": tuple(record["projection"]["origin"]),
+            "metres_per_degree": tuple(record["projection"]["metres_per_degree"]),
+            "mesh": dict(record["mesh"]),
+            "provenance": {k: v for k, v in record.items() if k not in ("coastline", "islands")}}
+
+
+def load_brest_bay(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
+    """The bundled Rade de Brest (``meshes/brest_bay.msh``), distributed: a real macrotidal bay.
+
+    :func:`deepnum_fem.geometry.coastal_domain` of :func:`load_brest_bay_outline` with
+    :data:`BUNDLED_BREST_BAY` (800 m offshore, 200 m at the land): about 4,700 vertices. Tags
+    as :data:`~deepnum_fem.geometry.COAST_TAGS`: cells ``WATER``; facets ``LAND`` (coast and
+    island shores) and ``OPEN_SEA`` (the segment across the Iroise). When the file is absent
+    the mesh is generated from the outline instead (about a second), with a warning.
+    """
+    path = bundled_mesh_path("brest_bay")
+    if comm.bcast(path.is_file() if comm.rank == 0 else None, root=0):
+        return load_mesh(path, comm, gdim=2, required_tags=[*COAST_CELL_TAGS, *COAST_TAGS])
+    warnings.warn(f"{path} is missing; generating the Rade de Brest with gmsh ({BUNDLED_BREST_BAY}). "
+                  "Run `python scripts/make_bay_mesh.py` to write it.", stacklevel=2)
+    outline = load_brest_bay_outline()
+    return coastal_domain(outline["coastline"], outline["open_sea"], islands=outline["islands"], comm=comm,
+                          **BUNDLED_BREST_BAY)
 
 
 def _load_msh(path: Path, comm: MPI.Comm, gdim: int, required_tags: Sequence[str | int]) -> MeshData:

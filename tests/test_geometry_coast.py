@@ -13,7 +13,7 @@ import pytest
 import ufl
 
 import deepnum_fem.io
-from deepnum_fem.bathymetry import bathymetry_function, interpolate_bathymetry, shelf_bathymetry
+from deepnum_fem.bathymetry import bathymetry_function, interpolate_bathymetry, shelf_bathymetry, shore_bathymetry
 from deepnum_fem.geometry import (
     BAY_COASTLINE,
     BAY_ISLANDS,
@@ -332,6 +332,30 @@ def test_shelf_bathymetry():
         shelf_bathymetry(np.zeros((2, 1)), depth_shelf=3.0)
     with pytest.raises(ValueError, match=r"shape \(2 or 3, n\).*got shape \(5,\)"):
         shelf_bathymetry(np.zeros(5))
+
+
+def test_shore_bathymetry():
+    """The distance to the land of a square bay open to the east (edge 1: x = 1000), with a square
+    island; the open edge is no shore, and the depth grows as tanh of the distance."""
+    island = [(200, 400), (400, 400), (400, 600), (200, 600)]
+    depth = shore_bathymetry(SQUARE, [1], [island], depth_shore=1.0, depth_offshore=21.0, length=100.0)
+    x = np.array([[500.0, 700.0, 990.0, 300.0, 100.0, 300.0, 1000.0], [500.0, 500.0, 500.0, 400.0, 500.0, 50.0, 0.0]])
+    distance = np.array([100.0, 300.0, 500.0, 0.0, 100.0, 50.0, 0.0])   # to the island, the coast, a corner
+    assert depth(x) == pytest.approx(1.0 + 20.0 * np.tanh(distance / 100.0), rel=1e-12, abs=1e-12)
+    assert depth(np.vstack([x, np.zeros(7)])) == pytest.approx(depth(x), rel=0, abs=0)   # (3, n) as DOLFINx
+    everywhere = shore_bathymetry(SQUARE, [], depth_shore=1.0, depth_offshore=21.0, length=100.0)
+    assert everywhere(x[:, 2:3])[0] == pytest.approx(1.0 + 20.0 * np.tanh(0.1))   # 10 m from the east shore
+    for kwargs, message in (({"depth_shore": 0.0}, r"0 < depth_shore <= depth_offshore \(m\), got 0\.0"),
+                            ({"depth_shore": 50.0}, r"depth_offshore \(m\), got 50\.0, 40\.0"),
+                            ({"length": 0.0}, r"length > 0 \(m\), got 0\.0")):
+        with pytest.raises(ValueError, match=message):
+            shore_bathymetry(SQUARE, [1], **kwargs)
+    with pytest.raises(ValueError, match=r"open_sea as coastline edge indices in 0\.\.3, got \[4\]"):
+        shore_bathymetry(SQUARE, [4])
+    with pytest.raises(ValueError, match=r"expected some land"):
+        shore_bathymetry(SQUARE, [0, 1, 2, 3])
+    with pytest.raises(ValueError, match=r"shape \(2 or 3, n\).*got shape \(5,\)"):
+        depth(np.zeros(5))
 
 
 def test_bathymetry_function(bay):
