@@ -48,6 +48,7 @@ DEMO_FIGURES = {
     "cardiac_hybrid": ["activation.png", "loss.png"],
     "air_quality_inversion": ["emissions.png", "sensors.png", "concentration.png"],
     "coastal_closure": ["gauges.png", "drag.png", "snapshot.png"],
+    "channel_inversion": ["manning.png", "stations.png"],
 }
 
 _VERSIONS = """

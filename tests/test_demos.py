@@ -153,3 +153,17 @@ def test_air_quality_over_the_real_district_on_one_and_two_ranks(tmp_path):
     assert parallel["in_distribution_rmse_inventory"] == pytest.approx(serial["in_distribution_rmse_inventory"],
                                                                        rel=1e-8)
     assert (tmp_path / "n2" / "loss.png").exists()
+
+
+@pytest.mark.skip_in_parallel
+def test_the_channel_inversion_recovers_the_rough_reach_on_one_and_two_ranks(tmp_path):
+    """Thetis's channel_inversion, quick version (16 steps, 3 epochs): the station misfit falls
+    more than 20x from n = 1e-3 everywhere, the rough reach (x > 60 km, n = 1.5e-2) is found
+    rising toward its value, and 2 ranks start from the same misfit as 1."""
+    serial = _run("channel_inversion.py", 1, tmp_path / "n1", "--quick", "--target", "20")
+    parallel = _run("channel_inversion.py", 2, tmp_path / "n2", "--quick", "--target", "20")
+    for m in (serial, parallel):
+        assert m["misfit_reduction"] >= 20
+        assert m["manning_high_recovered_median"] > 4 * m["manning_low_true"]
+    assert parallel["ranks"] == 2 and parallel["dofs"] == serial["dofs"]
+    assert parallel["misfit_initial"] == pytest.approx(serial["misfit_initial"], rel=1e-8)

@@ -34,7 +34,8 @@ Boundaries (facet tags):
   ``Σ a cos(2π t / T + φ)`` evaluated at the step's ``θ``-time.
 
 Bottom friction is quadratic, ``c_d |u| u / H`` with ``|u| = sqrt(u·u + ε²)`` (ε = 1e-8 m/s
-keeps the Jacobian defined at rest); ``c_d`` is a Constant or a Function (e.g. DG0), a
+keeps the Jacobian defined at rest), or Manning's, ``g n² |u| u / H^(4/3)`` (``friction=
+"manning"``, with ``drag`` Manning's ``n``); ``c_d`` (or ``n``) is a Constant or a Function (e.g. DG0), a
 control of every step (estimable), or ``drag`` is a callable ``drag(u, H)`` returning the
 UFL friction acceleration, e.g. built on a ``dnf.ml_operator`` (a learned drag law whose
 network weights receive gradients).
@@ -182,9 +183,12 @@ class ShallowWater(TimeSteppingModel):
         dt: Time step (s).
         g: Gravity (m/s²).
         coriolis: Coriolis parameter ``f`` (1/s, f-plane).
-        drag: Quadratic bottom-drag coefficient ``c_d`` (dimensionless): a number (a
-            Constant control), a scalar Function (a control, e.g. DG0), or a callable
+        drag: Quadratic bottom-drag coefficient ``c_d`` (dimensionless), or with
+            ``friction="manning"`` Manning's ``n`` (s/m^(1/3)): a number (a Constant
+            control), a scalar Function (a control, e.g. DG0 or P1), or a callable
             ``drag(u, H) -> UFL vector``, the friction acceleration (no drag control then).
+        friction: ``"quadratic"``, ``c_d |u| u / H``, or ``"manning"``,
+            ``g n² |u| u / H^(4/3)`` (``c_d = g n² / H^(1/3)``), with ``n = drag``.
         viscosity: Horizontal eddy viscosity ``ν`` (m²/s).
         theta: Implicitness, in [1/2, 1] (default 0.6, see the module docstring).
         tide: Constituents ``[(amplitude m, period s, phase rad), ...]`` of the open-sea
@@ -210,7 +214,8 @@ class ShallowWater(TimeSteppingModel):
                  tide: Sequence[tuple[float, float, float]] | None = None, wind_stress=None, rho: float = 1025.0,
                  open_sea="OPEN_SEA", t0: float = 0.0, petsc_options: dict | None = None,
                  solver: SolverOptions | None = None, quadrature_degree: int = 4,
-                 facet_tags: dolfinx.mesh.MeshTags | None = None, open_sea_tags=None, land_tags=None):
+                 facet_tags: dolfinx.mesh.MeshTags | None = None, open_sea_tags=None, land_tags=None,
+                 friction: str = "quadratic"):
         if len(legacy) > 1:
             raise TypeError(f"ShallowWater takes 2 positional arguments (domain, bathymetry), got {2 + len(legacy)}")
         if legacy:
@@ -229,6 +234,9 @@ class ShallowWater(TimeSteppingModel):
         mesh, facet_tags = self._domain.mesh, self._domain.facet_tags
         if not (dt > 0 and math.isfinite(dt)):
             raise ValueError(f"dt must be a finite positive time step, got {dt}")
+        if friction not in ("quadratic", "manning"):
+            raise ValueError(f"friction must be 'quadratic' or 'manning', got {friction!r}")
+        self.friction = friction
         if not 0.5 <= theta <= 1.0:
             raise ValueError(f"theta must lie in [0.5, 1] (unconditionally stable), got {theta}")
         if g <= 0 or viscosity < 0:
@@ -318,6 +326,8 @@ class ShallowWater(TimeSteppingModel):
 
         if self.drag_law is not None:
             friction = self.drag_law(u_th, H)
+        elif friction == "manning":     # c_d = g n² / H^(1/3)
+            friction = gc * self.drag**2 * speed(u_th) * u_th / H ** (4.0 / 3.0)
         else:
             friction = self.drag * speed(u_th) * u_th / H
         coriolis_term = f * ufl.as_vector((-u_th[1], u_th[0]))
