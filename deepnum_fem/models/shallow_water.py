@@ -40,8 +40,14 @@ control of every step (estimable), or ``drag`` is a callable ``drag(u, H)`` retu
 UFL friction acceleration, e.g. built on a ``dnf.ml_operator`` (a learned drag law whose
 network weights receive gradients).
 
-Out of scope: wetting and drying. The depth must stay positive; a state with ``H ≤ 0`` at
-any P1 node (on any rank) raises a ``ValueError`` on all ranks.
+Without wetting and drying the depth must stay positive; a state with ``H ≤ 0`` at any P1
+node (on any rank) raises a ``ValueError`` on all ranks. With ``wetting_drying=α`` (m), the
+depth is the smooth, positive ``H̃ = (H + √(H² + α²)) / 2`` of Kärnä et al. (2011) wherever
+a depth enters (continuity, its flux, friction, wind): ``H̃ ≈ H`` where ``H ≫ α``, and a film
+of about ``α² / (4|H|)`` over dry land, whose friction stops the flow there. The continuity
+equation is then written for ``H̃``, ``∂H̃/∂t + ∇·(H̃ u) = 0``, so the volume ``∫ H̃ dx``
+of a closed basin is what every step conserves. Every term stays smooth in the state, so
+Newton and the adjoint work through flooding and drying alike.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ from deepnum_fem.fem.options import NEWTON, SolverOptions
 from deepnum_fem.geometry import COAST_TAGS
 from deepnum_fem.models.base import Domain, TimeSteppingModel, deprecated, model_solver
 from deepnum_fem.ops.fem_operator import fem_operator
+from deepnum_fem.ops.functional import functional
 from deepnum_fem.ops.ml_operator import ml_operator
 from deepnum_fem.sensors import PointSensors
 
@@ -189,6 +196,8 @@ class ShallowWater(TimeSteppingModel):
             ``drag(u, H) -> UFL vector``, the friction acceleration (no drag control then).
         friction: ``"quadratic"``, ``c_d |u| u / H``, or ``"manning"``,
             ``g n² |u| u / H^(4/3)`` (``c_d = g n² / H^(1/3)``), with ``n = drag``.
+        wetting_drying: The depth scale ``α`` (m) of the wetting–drying depth ``H̃`` (see the
+            module docstring), about the depth of the shallowest cells' water; None: off.
         viscosity: Horizontal eddy viscosity ``ν`` (m²/s).
         theta: Implicitness, in [1/2, 1] (default 0.6, see the module docstring).
         tide: Constituents ``[(amplitude m, period s, phase rad), ...]`` of the open-sea
@@ -215,7 +224,7 @@ class ShallowWater(TimeSteppingModel):
                  open_sea="OPEN_SEA", t0: float = 0.0, petsc_options: dict | None = None,
                  solver: SolverOptions | None = None, quadrature_degree: int = 4,
                  facet_tags: dolfinx.mesh.MeshTags | None = None, open_sea_tags=None, land_tags=None,
-                 friction: str = "quadratic"):
+                 friction: str = "quadratic", wetting_drying: float | None = None):
         if len(legacy) > 1:
             raise TypeError(f"ShallowWater takes 2 positional arguments (domain, bathymetry), got {2 + len(legacy)}")
         if legacy:
@@ -237,6 +246,9 @@ class ShallowWater(TimeSteppingModel):
         if friction not in ("quadratic", "manning"):
             raise ValueError(f"friction must be 'quadratic' or 'manning', got {friction!r}")
         self.friction = friction
+        if wetting_drying is not None and not wetting_drying > 0:
+            raise ValueError(f"wetting_drying (the depth scale α, m) must be > 0, got {wetting_drying}")
+        self.wetting_drying = None if wetting_drying is None else float(wetting_drying)
         if not 0.5 <= theta <= 1.0:
             raise ValueError(f"theta must lie in [0.5, 1] (unconditionally stable), got {theta}")
         if g <= 0 or viscosity < 0:
@@ -310,6 +322,16 @@ class ShallowWater(TimeSteppingModel):
         u_th, eta_th = th * u + (1 - th) * u_old, th * eta + (1 - th) * eta_old
         H = self.h_b + eta_th
         inv_dt = dolfinx.fem.Constant(mesh, 1.0 / self.dt)
+        storage = (eta - eta_old) * inv_dt          # ∂H/∂t
+        if self.wetting_drying is not None:        # Kärnä et al. 2011: H̃ = (H + √(H² + α²)) / 2 > 0
+            alpha = dolfinx.fem.Constant(mesh, self.wetting_drying)
+
+            def water(e):
+                depth = self.h_b + e
+                return 0.5 * (depth + ufl.sqrt(depth**2 + alpha**2))
+
+            H = water(eta_th)
+            storage = (water(eta) - water(eta_old)) * inv_dt
         gc = dolfinx.fem.Constant(mesh, self.g)
         f = dolfinx.fem.Constant(mesh, float(coriolis))
         nu = dolfinx.fem.Constant(mesh, float(viscosity))
@@ -334,7 +356,7 @@ class ShallowWater(TimeSteppingModel):
         F = (ufl.dot((u - u_old) * inv_dt, v) + ufl.dot(ufl.dot(ufl.grad(u_th), u_th), v)
              + ufl.dot(coriolis_term, v) + gc * ufl.dot(ufl.grad(eta_th), v) + ufl.dot(friction, v)
              + nu * ufl.inner(ufl.grad(u_th), ufl.grad(v))
-             + (eta - eta_old) * inv_dt * q - H * ufl.dot(u_th, ufl.grad(q))) * dx
+             + storage * q - H * ufl.dot(u_th, ufl.grad(q))) * dx
         if wind_stress is not None:
             tau = (dolfinx.fem.Constant(mesh, np.asarray(wind_stress, dtype=np.float64))
                    if isinstance(wind_stress, (tuple, list, np.ndarray)) else wind_stress)
@@ -456,8 +478,20 @@ class ShallowWater(TimeSteppingModel):
         return state[..., self.u_dofs.to(state.device)].reshape(*state.shape[:-1], -1, 2)
 
     def volume(self, state: torch.Tensor) -> torch.Tensor:
-        """Water volume ``∫ H dx = ∫ h_b dx + ∫ η dx`` (collective, differentiable in ``state``)."""
+        """Water volume ``∫ H dx = ∫ h_b dx + ∫ η dx`` (with wetting and drying ``∫ H̃ dx``, what
+        the steps conserve; collective, differentiable in ``state``)."""
+        if self.wetting_drying is not None:
+            return self._wet_volume(self.elevation(state))
         return parallel.sum(state @ self.eta_weights.to(state.device, state.dtype), self.comm) + self.bed_volume
+
+    def _wet_volume(self, eta: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "_wet_volume_op", None) is None:
+            e = dolfinx.fem.Function(self.Q, name="elevation")
+            depth = self.h_b + e
+            alpha = self.wetting_drying
+            self._wet_volume_op = functional(0.5 * (depth + ufl.sqrt(depth**2 + alpha**2)) * ufl.dx(domain=self.mesh),
+                                             [e])
+        return self._wet_volume_op(eta)
 
     def min_depth(self, state: torch.Tensor) -> float:
         """Smallest ``H = h_b + η`` at the P1 nodes (collective)."""
@@ -465,6 +499,8 @@ class ShallowWater(TimeSteppingModel):
         return self.comm.allreduce(float(H.min()) if H.size else math.inf, op=MPI.MIN)
 
     def _check_depth(self, state: torch.Tensor, when: str) -> None:
+        if self.wetting_drying is not None:   # the modified depth is positive by construction
+            return
         depth = self.min_depth(state)
         if not depth > 0:   # the same value on every rank: all raise together
             raise ValueError(f"ShallowWater: the depth H = h_b + η is {depth:.3g} <= 0 somewhere {when}; "
