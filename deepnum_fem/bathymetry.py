@@ -25,7 +25,8 @@ import ufl
 from deepnum_fem.geometry.gmsh_model import gmsh_module
 from deepnum_fem.geometry.polygons import as_polygon, signed_area
 
-__all__ = ["bathymetry_function", "interpolate_bathymetry", "shelf_bathymetry", "shore_bathymetry"]
+__all__ = ["bathymetry_function", "interpolate_bathymetry", "read_soundings", "shelf_bathymetry",
+           "shore_bathymetry"]
 
 #: Interpolation methods of :func:`interpolate_bathymetry`.
 METHODS = ("linear", "nearest")
@@ -227,6 +228,57 @@ def interpolate_bathymetry(V: dolfinx.fem.FunctionSpace, points, depths, method:
     return _depth_function(V, x, values, None, min_depth, "the interpolated depth")
 
 
+def read_soundings(path, *, depth_sign: float = 1.0,
+                   comm: MPI.Comm = MPI.COMM_WORLD) -> tuple[np.ndarray, np.ndarray]:
+    """Scattered soundings from an "xyz" text file, for :func:`interpolate_bathymetry`.
+
+    One sample per line, ``x y z`` separated by spaces, tabs or commas (the plain ASCII that
+    survey software and GIS tools export); blank lines and lines starting with ``#`` are
+    skipped, and a first line that is not numbers is taken for a header. ``x, y`` must be in
+    the mesh's coordinates (m). ``z`` becomes the depth, positive down, as ``depth_sign · z``:
+    pass ``depth_sign=-1`` for elevations (negative below the datum, as many grids store them).
+    Rank 0 reads; every rank gets the samples.
+
+    Returns:
+        ``(points (n, 2), depths (n,))``.
+
+    Raises:
+        ValueError: on every rank, naming the file and line, for a line that is not three
+            numbers, or a file without samples; OSError for a file that cannot be read.
+    """
+    result, error = None, None
+    if comm.rank == 0:
+        try:
+            rows = []
+            with open(path, encoding="utf-8") as f:
+                for number, line in enumerate(f, start=1):
+                    text = line.split("#", 1)[0].strip()
+                    if not text:
+                        continue
+                    fields = text.replace(",", " ").replace("\t", " ").split()
+                    try:
+                        values = [float(v) for v in fields]
+                    except ValueError:
+                        if not rows and number == 1:
+                            continue      # a header
+                        raise ValueError(f"{path}, line {number}: three numbers 'x y z' expected, "
+                                         f"got {text!r}") from None
+                    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+                        raise ValueError(f"{path}, line {number}: three finite numbers 'x y z' expected, "
+                                         f"got {text!r}")
+                    rows.append(values)
+            if not rows:
+                raise ValueError(f"{path}: no soundings found")
+            data = np.array(rows, dtype=np.float64)
+            result = (data[:, :2].copy(), depth_sign * data[:, 2])
+        except (OSError, ValueError) as e:
+            error = (type(e).__name__, str(e))
+    error = comm.bcast(error, root=0)
+    if error is not None:
+        raise (OSError if error[0] != "ValueError" else ValueError)(error[1])
+    return comm.bcast(result, root=0)
+
+
 def _owned_dof_coordinates(V: dolfinx.fem.FunctionSpace) -> np.ndarray:
     """Coordinates ``(n_owned, 3)`` of the dofs ``V`` owns on this rank; ValueError (collective) if not scalar."""
     error = None
@@ -328,14 +380,73 @@ def _triangulate(samples: np.ndarray) -> np.ndarray:
     finally:
         if not initialised:
             gmsh.finalize()
-    triangles = np.asarray(triangles, dtype=np.int64).reshape(-1, 3) - 1
+    triangles = _nondegenerate(samples, np.asarray(triangles, dtype=np.int64).reshape(-1, 3) - 1)
+    if not math.isclose(_area(samples, triangles), hull_area, rel_tol=1e-9):
+        # algorithm.triangulate leaves holes for some point sets: mesh the hull with the
+        # samples embedded instead, sized so that gmsh adds no point of its own
+        triangles = _nondegenerate(samples, _mesh_samples(samples, hull))
+    covered = _area(samples, triangles)
+    if not math.isclose(covered, hull_area, rel_tol=1e-9):
+        raise RuntimeError(f"gmsh's triangulation of {len(samples)} samples covers {covered:.12g} of "
+                           f"their convex hull's {hull_area:.12g} (normalised area)")
+    return triangles
+
+
+def _area(samples: np.ndarray, triangles: np.ndarray) -> float:
+    a, b, c = (samples[triangles[:, k]] for k in range(3))
+    twice = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    return float(0.5 * np.abs(twice).sum())
+
+
+def _nondegenerate(samples: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     a, b, c = (samples[triangles[:, k]] for k in range(3))
     area = 0.5 * np.abs((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
-    keep = area > 1e-14
-    if not math.isclose(area[keep].sum(), hull_area, rel_tol=1e-9):  # pragma: no cover - a gmsh change
-        raise RuntimeError(f"gmsh's triangulation of {len(samples)} samples covers {area[keep].sum():.12g} of "
-                           f"their convex hull's {hull_area:.12g} (normalised area)")
-    return triangles[keep]
+    return triangles[area > 1e-14]
+
+
+def _mesh_samples(samples: np.ndarray, hull: np.ndarray) -> np.ndarray:
+    """Triangles of the samples by gmsh's 2D mesher: the hull polygon as the boundary (one
+    segment per edge), every other sample an embedded point, a mesh size larger than the
+    domain so that no point is added. Returns 0-based sample indices."""
+    gmsh = gmsh_module()
+    initialised = gmsh.isInitialized()
+    if not initialised:
+        gmsh.initialize(interruptible=False)
+        gmsh.option.setNumber("General.Terminal", 0)
+    try:
+        gmsh.model.add("soundings")
+        geo = gmsh.model.geo
+        size = 10.0                                   # the samples lie in [0, 1]^2
+        tag = {int(i): geo.addPoint(*samples[i], 0.0, size) for i in range(len(samples))}
+        lines = [geo.addLine(tag[int(a)], tag[int(b)]) for a, b in zip(hull, np.roll(hull, -1), strict=True)]
+        surface = geo.addPlaneSurface([geo.addCurveLoop(lines)])
+        geo.synchronize()
+        on_hull = set(int(i) for i in hull)
+        gmsh.model.mesh.embed(0, [tag[i] for i in range(len(samples)) if i not in on_hull], 2, surface)
+        gmsh.option.setNumber("Mesh.MeshSizeExtendFromBoundary", 0)
+        gmsh.option.setNumber("Mesh.MeshSizeFromPoints", 1)
+        gmsh.option.setNumber("Mesh.Algorithm", 5)    # Delaunay
+        gmsh.model.mesh.generate(2)
+        node_tags, coords, _ = gmsh.model.mesh.getNodes()
+        _, elements = gmsh.model.mesh.getElementsByType(2)
+        position = np.asarray(coords).reshape(-1, 3)[:, :2]
+        if len(node_tags) != len(samples):
+            raise RuntimeError(f"gmsh added {len(node_tags) - len(samples)} points while triangulating the samples")
+        # gmsh numbers nodes by its own order: map them back to the samples by position
+        index = {t: i for t, i in zip(np.asarray(node_tags).tolist(), _match(position, samples), strict=True)}
+        return np.array([index[t] for t in np.asarray(elements).tolist()], dtype=np.int64).reshape(-1, 3)
+    finally:
+        gmsh.model.remove()
+        if not initialised:
+            gmsh.finalize()
+
+
+def _match(points: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """Index of the sample at each point: gmsh keeps the coordinates it was given, so they
+    match exactly; a point that does not is matched to its nearest sample."""
+    where = {tuple(q): i for i, q in enumerate(samples.tolist())}
+    return np.array([where[tuple(q)] if tuple(q) in where else int(np.argmin(((samples - q) ** 2).sum(1)))
+                     for q in points.tolist()], dtype=np.int64)
 
 
 def _linear(samples: np.ndarray, depths: np.ndarray, targets: np.ndarray) -> np.ndarray:
