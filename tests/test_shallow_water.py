@@ -250,6 +250,27 @@ def test_tide_and_helpers():
         math.cos(math.pi / 2) + 0.5 * math.cos(math.pi * 1.25 + math.pi / 2))
 
 
+def test_a_tide_from_a_table_of_constituents_beats_at_the_spring_neap_period():
+    """M2 + S2 from a table: their beat, the spring–neap cycle, is 14.77 days (1 / (1/T_S2 -
+    1/T_M2)); springs (in phase) reach a_M2 + a_S2, neaps |a_M2 - a_S2|; a phase is a lag."""
+    tide = dnf.models.tide_constituents({"M2": (2.0, 0.0), "S2": (0.7, 0.0)})
+    T_m2, T_s2 = (dnf.models.TIDAL_PERIODS[k] for k in ("M2", "S2"))
+    assert T_m2 / 3600 == pytest.approx(12.4206012, rel=1e-8) and T_s2 == 43200.0
+    beat = 1 / (1 / T_s2 - 1 / T_m2)
+    assert beat / 86400 == pytest.approx(14.765, abs=1e-3)
+    t = np.linspace(0.0, 2 * T_m2, 20001)
+
+    def envelope(t0):
+        return max(abs(tidal_elevation(tide, t0 + x)) for x in t)
+
+    assert envelope(0.0) == pytest.approx(2.7, rel=1e-4)
+    assert envelope(beat / 2 - T_m2) == pytest.approx(1.3, rel=2e-2)
+    lagged = dnf.models.tide_constituents({"M2": (1.0, 90.0)})
+    assert tidal_elevation(lagged, T_m2 / 4) == pytest.approx(1.0)       # high water a quarter period late
+    with pytest.raises(ValueError, match="unknown tidal constituent"):
+        dnf.models.tide_constituents({"Z9": (1.0, 0.0)})
+
+
 def test_volume_and_split_helpers(comm):
     model, _ = _tidal_bay(comm, n=(4, 4))
     state = model.initial_state(0.25, lambda x: np.stack([1.0 + 0 * x[0], -2.0 + 0 * x[1]]))

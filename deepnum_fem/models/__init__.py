@@ -13,7 +13,13 @@ from deepnum_fem.models.base import Domain, TimeSteppingModel
 from deepnum_fem.models.fibres import rule_based_fibres, transmural_coordinate
 from deepnum_fem.models.ionic import AlievPanfilov, HybridIonic, IonicModel, MitchellSchaeffer
 from deepnum_fem.models.monodomain import Monodomain, Stimulus, activation_times, soft_activation_times
-from deepnum_fem.models.shallow_water import GaugeSensors, LearnedDragLaw, ShallowWater
+from deepnum_fem.models.shallow_water import (
+    TIDAL_PERIODS,
+    GaugeSensors,
+    LearnedDragLaw,
+    ShallowWater,
+    tide_constituents,
+)
 from deepnum_fem.models.transport import (
     NeuralEmission,
     StreetEmission,
@@ -29,6 +35,6 @@ from deepnum_fem.models.wind import SteadyWind, log_law_inflow, parabolic_inflow
 __all__ = ["AlievPanfilov", "Domain", "GaugeSensors", "HybridIonic", "IonicModel", "LearnedDragLaw",
            "MitchellSchaeffer", "Monodomain", "NeuralEmission", "ShallowWater", "SteadyWind", "Stimulus",
            "StreetEmission", "TimeSteppingModel", "Transport", "activation_times", "gaussian_source", "line_source",
-           "log_law_inflow", "wall_distance",
+           "log_law_inflow", "wall_distance", "TIDAL_PERIODS", "tide_constituents",
            "parabolic_inflow", "polyline_source", "potential_flow", "rule_based_fibres", "soft_activation_times",
            "street_sources", "transmural_coordinate"]

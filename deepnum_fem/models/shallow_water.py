@@ -77,7 +77,8 @@ from deepnum_fem.ops.functional import functional
 from deepnum_fem.ops.ml_operator import ml_operator
 from deepnum_fem.sensors import PointSensors
 
-__all__ = ["GaugeSensors", "LearnedDragLaw", "ShallowWater", "speed", "tidal_elevation"]
+__all__ = ["TIDAL_PERIODS", "GaugeSensors", "LearnedDragLaw", "ShallowWater", "speed", "tidal_elevation",
+           "tide_constituents"]
 
 _SPEED_FLOOR = 1e-8   # m/s, regularises |u| at rest
 # Preconditioners of the elevation's Schur complement in ShallowWater.fieldsplit_options
@@ -140,6 +141,24 @@ def _collapse_map(m) -> np.ndarray:
     if isinstance(m, (list, tuple)) and len(m) and isinstance(m[0], np.ndarray):
         m = m[0]
     return np.asarray(m, dtype=np.int64)
+
+
+#: Periods (s) of the main tidal constituents (Doodson's speeds: M2 28.9841042°/h, S2 30°/h,
+#: N2 28.4397295°/h, K2 30.0821373°/h, K1 15.0410686°/h, O1 13.9430356°/h, M4 = 2 M2).
+TIDAL_PERIODS = {name: 360.0 / speed * 3600.0 for name, speed in {
+    "M2": 28.9841042, "S2": 30.0, "N2": 28.4397295, "K2": 30.0821373, "K1": 15.0410686, "O1": 13.9430356,
+    "M4": 57.9682084}.items()}
+
+
+def tide_constituents(table: dict[str, tuple[float, float]]) -> list[tuple[float, float, float]]:
+    """``ShallowWater``'s ``tide=`` from a table ``{name: (amplitude m, phase in degrees)}`` of
+    constituents named in :data:`TIDAL_PERIODS`, e.g. ``{"M2": (2.05, 0.0), "S2": (0.75, 30.0)}``:
+    ``η_tide(t) = Σ a cos(2π t / T - φ)`` (the phase a lag, as tables of harmonic constants give
+    it; ``t = 0`` is the phases' reference time)."""
+    unknown = sorted(set(table) - set(TIDAL_PERIODS))
+    if unknown:
+        raise ValueError(f"unknown tidal constituent(s) {unknown}; known: {sorted(TIDAL_PERIODS)}")
+    return [(float(a), TIDAL_PERIODS[name], -math.radians(float(phase))) for name, (a, phase) in table.items()]
 
 
 def tidal_elevation(tide: Sequence[tuple[float, float, float]] | None, t: float) -> float:
