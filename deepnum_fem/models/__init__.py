@@ -6,7 +6,8 @@ The three time-stepping models share one interface, :class:`TimeSteppingModel` (
 ``destroy``. The names below are also in their submodules: ``base``, ``ionic``
 (Aliev–Panfilov, Mitchell–Schaeffer, hybrid), ``monodomain`` (the split model, stimuli,
 activation times), ``fibres`` (rule-based fibre fields), ``shallow_water``, ``transport`` and
-``wind`` (a steady Navier–Stokes wind).
+``wind`` (a steady Navier–Stokes wind), ``tentusscher`` (the ten Tusscher–Panfilov 2006 human
+ventricular cell).
 """
 
 from deepnum_fem.models.base import Domain, TimeSteppingModel
@@ -14,6 +15,7 @@ from deepnum_fem.models.fibres import rule_based_fibres, transmural_coordinate
 from deepnum_fem.models.ionic import AlievPanfilov, HybridIonic, IonicModel, MitchellSchaeffer
 from deepnum_fem.models.monodomain import Monodomain, Stimulus, activation_times, soft_activation_times
 from deepnum_fem.models.shallow_water import GaugeSensors, LearnedDragLaw, ShallowWater
+from deepnum_fem.models.tentusscher import TenTusscherPanfilov2006
 from deepnum_fem.models.transport import (
     NeuralEmission,
     StreetEmission,
@@ -31,4 +33,4 @@ __all__ = ["AlievPanfilov", "Domain", "GaugeSensors", "HybridIonic", "IonicModel
            "StreetEmission", "TimeSteppingModel", "Transport", "activation_times", "gaussian_source", "line_source",
            "log_law_inflow", "wall_distance",
            "parabolic_inflow", "polyline_source", "potential_flow", "rule_based_fibres", "soft_activation_times",
-           "street_sources", "transmural_coordinate"]
+           "street_sources", "TenTusscherPanfilov2006", "transmural_coordinate"]
