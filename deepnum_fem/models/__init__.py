@@ -6,7 +6,8 @@ The three time-stepping models share one interface, :class:`TimeSteppingModel` (
 ``destroy``. The names below are also in their submodules: ``base``, ``ionic``
 (Aliev–Panfilov, Mitchell–Schaeffer, hybrid), ``monodomain`` (the split model, stimuli,
 activation times), ``fibres`` (rule-based fibre fields), ``shallow_water``, ``transport`` and
-``wind`` (a steady Navier–Stokes wind).
+``wind`` (a steady Navier–Stokes wind), ``tentusscher`` (the ten Tusscher–Panfilov 2006 human
+ventricular cell).
 """
 
 from deepnum_fem.models.base import Domain, TimeSteppingModel
@@ -20,6 +21,7 @@ from deepnum_fem.models.shallow_water import (
     ShallowWater,
     tide_constituents,
 )
+from deepnum_fem.models.tentusscher import TenTusscherPanfilov2006
 from deepnum_fem.models.transport import (
     NeuralEmission,
     StreetEmission,
@@ -37,4 +39,4 @@ __all__ = ["AlievPanfilov", "Domain", "GaugeSensors", "HybridIonic", "IonicModel
            "StreetEmission", "TimeSteppingModel", "Transport", "activation_times", "gaussian_source", "line_source",
            "log_law_inflow", "wall_distance", "TIDAL_PERIODS", "tide_constituents",
            "parabolic_inflow", "polyline_source", "potential_flow", "rule_based_fibres", "soft_activation_times",
-           "street_sources", "transmural_coordinate"]
+           "street_sources", "TenTusscherPanfilov2006", "transmural_coordinate"]

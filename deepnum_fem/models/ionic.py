@@ -10,6 +10,10 @@ where ``w`` holds the model's slow variables (one column each). The state of ``n
 a tensor of shape ``(1 + n_slow, n)``: row 0 is ``v``, the rest are the slow variables.
 Time steps are differentiable by autograd in the state and in any parameter registered as
 an ``nn.Parameter``; they run on whatever device the state lives on.
+
+:class:`~deepnum_fem.models.TenTusscherPanfilov2006` (:mod:`deepnum_fem.models.tentusscher`)
+is an :class:`IonicModel` too, a physiological one: its ``v`` is the potential in mV, its
+currents are in pA/pF (mV/ms).
 """
 
 from __future__ import annotations
@@ -29,13 +33,18 @@ class IonicModel(nn.Module):
     n_slow: int = 1
     #: resting values of ``(v, *w)``
     rest: tuple[float, ...] = (0.0, 0.0)
+    #: whether :meth:`slow_step` takes the applied current as ``stimulus=`` (a model whose slow
+    #: variables include the ion that carries it, such as
+    #: :class:`~deepnum_fem.models.TenTusscherPanfilov2006`); :meth:`step` passes it then
+    stimulus_in_slow: bool = False
 
     def current(self, v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """The ionic current ``I_ion(v, w)`` (units of dv/dt: 1/ms); ``w`` has shape (n_slow, n)."""
         raise NotImplementedError
 
     def slow_step(self, v: torch.Tensor, w: torch.Tensor, dt: float) -> torch.Tensor:
-        """Advance the slow variables by ``dt`` with ``v`` frozen."""
+        """Advance the slow variables by ``dt`` with ``v`` frozen (with :attr:`stimulus_in_slow`,
+        also given ``stimulus=``, the applied current)."""
         raise NotImplementedError
 
     def initial_state(self, n: int, *, dtype: torch.dtype = torch.float64,
@@ -44,17 +53,22 @@ class IonicModel(nn.Module):
         rest = torch.tensor(self.rest, dtype=dtype, device=device)
         return rest[:, None].expand(1 + self.n_slow, n).clone()
 
+    def check_state(self, state: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``state`` has the shape ``(1 + n_slow, n)``."""
+        if state.dim() != 2 or state.shape[0] != 1 + self.n_slow:
+            raise ValueError(f"{type(self).__name__}: state of shape (1 + {self.n_slow}, n) expected, "
+                             f"got {tuple(state.shape)}")
+
     def step(self, state: torch.Tensor, dt: float, stimulus: torch.Tensor | float = 0.0) -> torch.Tensor:
         """One reaction step of length ``dt`` (ms): forward Euler in ``v``, then :meth:`slow_step`.
 
         ``stimulus`` is the applied current (1/ms) per node, or a scalar.
         """
-        if state.dim() != 2 or state.shape[0] != 1 + self.n_slow:
-            raise ValueError(f"{type(self).__name__}: state of shape (1 + {self.n_slow}, n) expected, "
-                             f"got {tuple(state.shape)}")
+        self.check_state(state)
         v, w = state[0], state[1:]
         v_new = v + dt * (stimulus - self.current(v, w))
-        return torch.cat([v_new[None], self.slow_step(v, w, dt)])
+        w_new = self.slow_step(v, w, dt, stimulus=stimulus) if self.stimulus_in_slow else self.slow_step(v, w, dt)
+        return torch.cat([v_new[None], w_new])
 
 
 class AlievPanfilov(IonicModel):
@@ -148,9 +162,10 @@ class MitchellSchaeffer(IonicModel):
 class HybridIonic(IonicModel):
     """A known ionic model plus a learned correction: ``I_ion = I_known(v, w) + N_θ(v, w)``.
 
-    ``network`` maps points of shape ``(n, 1 + n_slow)`` (columns ``v, w…``) to ``(n, 1)`` or
-    ``(n,)``; it may compute in float32 (inputs are cast to its dtype and the output back).
-    The slow variables follow the known model.
+    ``network`` maps points of shape ``(n, 1 + n_slow)`` (columns ``v, w…``, in the known
+    model's units) to ``(n, 1)`` or ``(n,)``; it may compute in float32 (inputs are cast to its
+    dtype and the output back). The slow variables follow the known model (and receive the
+    applied current when it takes it: :attr:`IonicModel.stimulus_in_slow`).
     """
 
     def __init__(self, known: IonicModel, network: nn.Module):
@@ -159,6 +174,9 @@ class HybridIonic(IonicModel):
         self.network = network
         self.n_slow = known.n_slow
         self.rest = known.rest
+        self.stimulus_in_slow = known.stimulus_in_slow
+        if hasattr(known, "state_names"):
+            self.state_names = known.state_names
 
     def correction(self, v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         param = next(self.network.parameters(), None)
@@ -173,5 +191,5 @@ class HybridIonic(IonicModel):
     def current(self, v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return self.known.current(v, w) + self.correction(v, w)
 
-    def slow_step(self, v: torch.Tensor, w: torch.Tensor, dt: float) -> torch.Tensor:
-        return self.known.slow_step(v, w, dt)
+    def slow_step(self, v: torch.Tensor, w: torch.Tensor, dt: float, **stimulus) -> torch.Tensor:
+        return self.known.slow_step(v, w, dt, **stimulus)

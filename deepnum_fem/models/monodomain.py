@@ -19,6 +19,13 @@ scale field ``s(x)`` (a control: estimable). Each time step of length ``dt`` is 
 diffusion dt, reaction dt/2). Both are first order in ``dt`` here, because the reaction
 step is forward Euler; Strang's symmetric arrangement has the smaller constant (measured
 front speeds in the tests).
+
+With a physiological ionic model (:class:`~deepnum_fem.models.TenTusscherPanfilov2006`) ``v``
+is the potential in mV and the equations are unchanged (the diffusion is linear in ``v``),
+but the numbers in ``v``'s units change with it: a :class:`Stimulus` amplitude is in mV/ms
+(= pA/pF, e.g. 50–100 for 1–2 ms), the thresholds of :func:`activation_times` and
+:func:`soft_activation_times` (and the latter's ``width``) are in mV (e.g. -40 and 2), and
+the reaction wants steps of at most ~0.02–0.05 ms (``reaction_substeps``).
 """
 
 from __future__ import annotations
@@ -53,7 +60,10 @@ EDGE_RTOL = 1e-9
 
 @dataclass(frozen=True)
 class Stimulus:
-    """An applied current ``amplitude`` (1/ms) in a region during ``[start, start + duration)`` ms.
+    """An applied current ``amplitude`` in a region during ``[start, start + duration)`` ms.
+
+    The amplitude is in the units of dv/dt: 1/ms for the normalised ionic models, mV/ms
+    (= pA/pF; positive depolarises) for :class:`~deepnum_fem.models.TenTusscherPanfilov2006`.
 
     The region is the ball ``|x - centre| <= radius`` or, when ``marker`` is given, the nodes
     where ``marker(x)`` is true (``x`` of shape ``(3, n)``, as ``dolfinx.mesh.locate_entities``).
@@ -330,6 +340,9 @@ def activation_times(traces: torch.Tensor, dt: float, threshold: float = 0.5, *,
                      never: float | None = None) -> torch.Tensor:
     """First time each node's ``v`` crosses ``threshold`` upwards, by linear interpolation.
 
+    ``threshold`` is in ``v``'s units: the default 0.5 is for the normalised potential; for a
+    model in mV (:class:`~deepnum_fem.models.TenTusscherPanfilov2006`) pass e.g. ``-40.0``.
+
     ``traces[k]`` is ``v`` at time ``t0 + (k + 1) dt`` (what :meth:`Monodomain.simulate`
     observes). Nodes that never cross get ``never`` (default: one step after the last sample).
     Differentiable in the two samples around the crossing (piecewise smooth).
@@ -351,5 +364,6 @@ def soft_activation_times(traces: torch.Tensor, dt: float, threshold: float = 0.
     """A smooth surrogate of :func:`activation_times`: ``t0 + dt (1/2 + Σ_k σ((threshold - v_k) / width))``,
     the time spent below threshold. For an upstroke that stays above threshold it is the
     crossing time up to ``O(dt)`` and ``O(width)`` of the upstroke; differentiable everywhere.
+    ``threshold`` and ``width`` are in ``v``'s units (see :func:`activation_times`).
     """
     return t0 + dt * (0.5 + torch.sigmoid((threshold - traces) / width).sum(dim=0))
