@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepnum_fem.models import TenTusscherPanfilov2006
+from deepnum_fem.models.tentusscher import TenTusscherPanfilov2006, action_potential_features
 
 REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "reference" / "tentusscher_panfilov_2006_epi_gotranx.py"
 
@@ -38,19 +38,6 @@ def load_reference():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def ap_features(V: np.ndarray, dt: float, onset: int) -> dict[str, float]:
-    """Rest (V at the stimulus onset), peak, dV/dt max and APD90 (from the steepest upstroke
-    to 90 % repolarisation, interpolated) of ``V`` sampled every ``dt`` from index ``onset``."""
-    Vb = V[onset:]
-    dvdt = np.diff(Vb) / dt
-    k_up, k_pk = int(np.argmax(dvdt)), int(np.argmax(Vb))
-    rest, peak = float(Vb[0]), float(Vb[k_pk])
-    level = peak - 0.9 * (peak - rest)
-    kk = k_pk + int(np.nonzero(Vb[k_pk:] < level)[0][0])
-    t_cross = (kk - 1) * dt + dt * (Vb[kk - 1] - level) / (Vb[kk - 1] - Vb[kk])
-    return {"rest": rest, "peak": peak, "dvdt_max": float(dvdt.max()), "apd90": t_cross - k_up * dt}
 
 
 def reference_stimulus(t: float, start: float = 10.0, duration: float = 1.0, period: float = 1000.0) -> float:
@@ -81,7 +68,7 @@ def lockstep(beats: int, dt: float = 0.01) -> None:
         sl = slice(b * per_beat, (b + 1) * per_beat + 1)
         o, r = ours[sl], theirs[sl]
         onset = int(round(10.0 / dt))
-        fo, fr = ap_features(o[:, 0], dt, onset), ap_features(r[:, 0], dt, onset)
+        fo, fr = action_potential_features(o[:, 0], dt, onset), action_potential_features(r[:, 0], dt, onset)
         amplitude = fr["peak"] - fr["rest"]
         dV = np.abs(o[:, 0] - r[:, 0]).max()
         print(f"beat {b + 1}: max|ΔV| = {dV:.3g} mV = {dV / amplitude:.3g} of the AP amplitude ({amplitude:.2f} mV)")
@@ -114,7 +101,7 @@ def apd90_order(dts=(0.02, 0.01, 0.005, 0.0025), t_end: float = 350.0) -> None:
     print(f"dt-order run: {n} steps in {time.perf_counter() - t0:.0f} s")
     apd = []
     for d, V in zip(dts, traces, strict=True):
-        f = ap_features(np.array(V), d, int(round(10.0 / d)))
+        f = action_potential_features(np.array(V), d, int(round(10.0 / d)))
         apd.append(f["apd90"])
         print(f"dt = {d}: APD90 {f['apd90']:.4f} ms  peak {f['peak']:.3f}  dV/dt max {f['dvdt_max']:.2f}")
     for i in range(len(dts) - 2):
@@ -152,7 +139,7 @@ def paper_constants(dt: float = 0.01) -> None:
             for k in range(int(round(400.0 / dt))):
                 x = cell.step(x, dt, reference_stimulus(k * dt))
                 V.append(x[0, 0].item())
-        out[constants] = ap_features(np.array(V), dt, int(round(10.0 / dt)))
+        out[constants] = action_potential_features(np.array(V), dt, int(round(10.0 / dt)))
         print(f"constants={constants}: " + ", ".join(f"{k} {v:.4f}" for k, v in out[constants].items()))
 
 

@@ -18,6 +18,7 @@ import torch
 
 import deepnum_fem as dnf
 from deepnum_fem.models import HybridIonic, Monodomain, Stimulus, TenTusscherPanfilov2006, activation_times
+from deepnum_fem.models.tentusscher import action_potential_features
 
 REFERENCE = Path(__file__).resolve().parent / "reference" / "tentusscher_panfilov_2006_epi_gotranx.py"
 DT = 0.01
@@ -55,19 +56,6 @@ def _reference_beat() -> np.ndarray:
     return out
 
 
-def _ap_features(V: np.ndarray, dt: float, onset: int) -> dict[str, float]:
-    """Rest (at the stimulus onset), peak, dV/dt max, APD90 (steepest upstroke to 90 %
-    repolarisation, interpolated) of ``V`` sampled every ``dt`` from index ``onset`` on."""
-    Vb = V[onset:]
-    dvdt = np.diff(Vb) / dt
-    k_up, k_pk = int(np.argmax(dvdt)), int(np.argmax(Vb))
-    rest, peak = float(Vb[0]), float(Vb[k_pk])
-    level = peak - 0.9 * (peak - rest)
-    kk = k_pk + int(np.nonzero(Vb[k_pk:] < level)[0][0])
-    t_cross = (kk - 1) * dt + dt * (Vb[kk - 1] - level) / (Vb[kk - 1] - Vb[kk])
-    return {"rest": rest, "peak": peak, "dvdt_max": float(dvdt.max()), "apd90": t_cross - k_up * dt}
-
-
 @pytest.mark.skip_in_parallel   # a serial computation (each rank would repeat it)
 def test_one_beat_matches_the_generated_reference_to_round_off():
     """Beat 1 at 1 Hz, dt = 0.01 ms, cut into 20 windows of 50 ms that run side by side (a (19, 20)
@@ -90,7 +78,7 @@ def test_one_beat_matches_the_generated_reference_to_round_off():
     ours = np.concatenate([ref[:1], ours.transpose(2, 0, 1).reshape(-1, 19)])   # steps 0..100,000
     assert ours.shape == ref.shape
 
-    mine, theirs = _ap_features(ours[:, 0], DT, 1000), _ap_features(ref[:, 0], DT, 1000)
+    mine, theirs = action_potential_features(ours[:, 0], DT, 1000), action_potential_features(ref[:, 0], DT, 1000)
     amplitude = theirs["peak"] - theirs["rest"]
     dV = np.abs(ours[:, 0] - ref[:, 0]).max() / amplitude
     per_state = np.abs(ours - ref).max(axis=0) / np.abs(ref).max(axis=0)

@@ -24,12 +24,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
 from deepnum_fem.models.ionic import IonicModel
 
-__all__ = ["CELL_PARAMETERS", "CONSTANTS", "PARAMETERS", "REST", "STATE_NAMES", "TenTusscherPanfilov2006"]
+__all__ = ["CELL_PARAMETERS", "CONSTANTS", "PARAMETERS", "REST", "STATE_NAMES", "TenTusscherPanfilov2006",
+           "action_potential_features"]
 
 
 #: Default parameter values: the epicardial cell's, as in the CellML version of the model and
@@ -349,3 +351,17 @@ def _free_fraction(ca: torch.Tensor, buffer: float, k: float) -> torch.Tensor:
     """The free fraction of calcium, ``1 / (1 + buffer k / (ca + k)²)``, of a rapid buffer."""
     c2 = (ca + k) * (ca + k)
     return c2 / (c2 + buffer * k)
+
+
+def action_potential_features(V: np.ndarray, dt: float, onset: int = 0) -> dict[str, float]:
+    """Features of one action potential in ``V`` (mV), sampled every ``dt`` (ms) from index
+    ``onset`` (the stimulus onset): ``rest`` (V at the onset), ``peak``, ``dvdt_max`` (mV/ms)
+    and ``apd90`` (ms, from the steepest upstroke to 90 % repolarisation, interpolated)."""
+    Vb = np.asarray(V, dtype=np.float64)[onset:]
+    dvdt = np.diff(Vb) / dt
+    k_up, k_pk = int(np.argmax(dvdt)), int(np.argmax(Vb))
+    rest, peak = float(Vb[0]), float(Vb[k_pk])
+    level = peak - 0.9 * (peak - rest)
+    kk = k_pk + int(np.nonzero(Vb[k_pk:] < level)[0][0])
+    t_cross = (kk - 1) * dt + dt * (Vb[kk - 1] - level) / (Vb[kk - 1] - Vb[kk])
+    return {"rest": rest, "peak": peak, "dvdt_max": float(dvdt.max()), "apd90": t_cross - k_up * dt}
