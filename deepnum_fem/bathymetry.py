@@ -10,6 +10,7 @@ same on any number of ranks.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -369,76 +370,72 @@ def _triangulate(samples: np.ndarray) -> np.ndarray:
     hull_area = signed_area(samples[hull])   # counter-clockwise: > 0
     if len(samples) < 3 or hull_area < 1e-12:
         return np.empty((0, 3), dtype=np.int64)
-    gmsh = gmsh_module()
-    initialised = gmsh.isInitialized()
-    if not initialised:
-        gmsh.initialize(interruptible=False)
-        gmsh.option.setNumber("General.Terminal", 0)
-    try:
+    with _gmsh_api() as gmsh:
         edges = np.column_stack([hull, np.roll(hull, -1)]) + 1
         triangles = gmsh.algorithm.triangulate(samples.ravel(), edges.ravel())
-    finally:
-        if not initialised:
-            gmsh.finalize()
-    triangles = _nondegenerate(samples, np.asarray(triangles, dtype=np.int64).reshape(-1, 3) - 1)
-    if not math.isclose(_area(samples, triangles), hull_area, rel_tol=1e-9):
+    triangles, covered = _nondegenerate(samples, np.asarray(triangles, dtype=np.int64).reshape(-1, 3) - 1)
+    if not math.isclose(covered, hull_area, rel_tol=1e-9):
         # algorithm.triangulate leaves holes for some point sets: mesh the hull with the
         # samples embedded instead, sized so that gmsh adds no point of its own
-        triangles = _nondegenerate(samples, _mesh_samples(samples, hull))
-    covered = _area(samples, triangles)
+        triangles, covered = _nondegenerate(samples, _mesh_samples(samples, hull))
     if not math.isclose(covered, hull_area, rel_tol=1e-9):
         raise RuntimeError(f"gmsh's triangulation of {len(samples)} samples covers {covered:.12g} of "
                            f"their convex hull's {hull_area:.12g} (normalised area)")
     return triangles
 
 
-def _area(samples: np.ndarray, triangles: np.ndarray) -> float:
-    a, b, c = (samples[triangles[:, k]] for k in range(3))
-    twice = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-    return float(0.5 * np.abs(twice).sum())
-
-
-def _nondegenerate(samples: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+def _nondegenerate(samples: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, float]:
+    """The triangles of non-zero area, and the area they cover."""
     a, b, c = (samples[triangles[:, k]] for k in range(3))
     area = 0.5 * np.abs((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
-    return triangles[area > 1e-14]
+    keep = area > 1e-14
+    return triangles[keep], float(area[keep].sum())
 
 
-def _mesh_samples(samples: np.ndarray, hull: np.ndarray) -> np.ndarray:
-    """Triangles of the samples by gmsh's 2D mesher: the hull polygon as the boundary (one
-    segment per edge), every other sample an embedded point, a mesh size larger than the
-    domain so that no point is added. Returns 0-based sample indices."""
+@contextlib.contextmanager
+def _gmsh_api():
+    """gmsh's API, initialised (quietly) for the block unless it already was."""
     gmsh = gmsh_module()
     initialised = gmsh.isInitialized()
     if not initialised:
         gmsh.initialize(interruptible=False)
         gmsh.option.setNumber("General.Terminal", 0)
     try:
-        gmsh.model.add("soundings")
-        geo = gmsh.model.geo
-        size = 10.0                                   # the samples lie in [0, 1]^2
-        tag = {int(i): geo.addPoint(*samples[i], 0.0, size) for i in range(len(samples))}
-        lines = [geo.addLine(tag[int(a)], tag[int(b)]) for a, b in zip(hull, np.roll(hull, -1), strict=True)]
-        surface = geo.addPlaneSurface([geo.addCurveLoop(lines)])
-        geo.synchronize()
-        on_hull = set(int(i) for i in hull)
-        gmsh.model.mesh.embed(0, [tag[i] for i in range(len(samples)) if i not in on_hull], 2, surface)
-        gmsh.option.setNumber("Mesh.MeshSizeExtendFromBoundary", 0)
-        gmsh.option.setNumber("Mesh.MeshSizeFromPoints", 1)
-        gmsh.option.setNumber("Mesh.Algorithm", 5)    # Delaunay
-        gmsh.model.mesh.generate(2)
-        node_tags, coords, _ = gmsh.model.mesh.getNodes()
-        _, elements = gmsh.model.mesh.getElementsByType(2)
-        position = np.asarray(coords).reshape(-1, 3)[:, :2]
-        if len(node_tags) != len(samples):
-            raise RuntimeError(f"gmsh added {len(node_tags) - len(samples)} points while triangulating the samples")
-        # gmsh numbers nodes by its own order: map them back to the samples by position
-        index = {t: i for t, i in zip(np.asarray(node_tags).tolist(), _match(position, samples), strict=True)}
-        return np.array([index[t] for t in np.asarray(elements).tolist()], dtype=np.int64).reshape(-1, 3)
+        yield gmsh
     finally:
-        gmsh.model.remove()
         if not initialised:
             gmsh.finalize()
+
+
+def _mesh_samples(samples: np.ndarray, hull: np.ndarray) -> np.ndarray:
+    """Triangles of the samples by gmsh's 2D mesher: the hull polygon as the boundary (one
+    segment per edge), every other sample an embedded point, a mesh size larger than the
+    domain so that no point is added. Returns 0-based sample indices."""
+    with _gmsh_api() as gmsh:
+        gmsh.model.add("soundings")
+        try:
+            geo = gmsh.model.geo
+            size = 10.0                                   # the samples lie in [0, 1]^2
+            tag = {int(i): geo.addPoint(*samples[i], 0.0, size) for i in range(len(samples))}
+            lines = [geo.addLine(tag[int(a)], tag[int(b)]) for a, b in zip(hull, np.roll(hull, -1), strict=True)]
+            surface = geo.addPlaneSurface([geo.addCurveLoop(lines)])
+            geo.synchronize()
+            on_hull = set(int(i) for i in hull)
+            gmsh.model.mesh.embed(0, [tag[i] for i in range(len(samples)) if i not in on_hull], 2, surface)
+            gmsh.option.setNumber("Mesh.MeshSizeExtendFromBoundary", 0)
+            gmsh.option.setNumber("Mesh.MeshSizeFromPoints", 1)
+            gmsh.option.setNumber("Mesh.Algorithm", 5)    # Delaunay
+            gmsh.model.mesh.generate(2)
+            node_tags, coords, _ = gmsh.model.mesh.getNodes()
+            _, elements = gmsh.model.mesh.getElementsByType(2)
+            position = np.asarray(coords).reshape(-1, 3)[:, :2]
+            if len(node_tags) != len(samples):
+                raise RuntimeError(f"gmsh added {len(node_tags) - len(samples)} points while triangulating the samples")
+            # gmsh numbers nodes by its own order: map them back to the samples by position
+            index = {t: i for t, i in zip(np.asarray(node_tags).tolist(), _match(position, samples), strict=True)}
+            return np.array([index[t] for t in np.asarray(elements).tolist()], dtype=np.int64).reshape(-1, 3)
+        finally:
+            gmsh.model.remove()
 
 
 def _match(points: np.ndarray, samples: np.ndarray) -> np.ndarray:
