@@ -174,6 +174,10 @@ def main() -> None:
             truth[truth_wind].shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
         observed = truth[truth_wind] + noise
     data_scale = float(observed[:, :n_train].pow(2).mean())
+
+    def misfit(series: torch.Tensor) -> torch.Tensor:
+        """The training sensors' mean squared misfit, relative to the data's."""
+        return ((series[:, :n_train] - observed[:, :n_train]) ** 2).mean() / data_scale
     bounds = ((-footprints["radius"],) * 2, (footprints["radius"],) * 2)
 
     def learn(start: int) -> dict:
@@ -197,8 +201,7 @@ def main() -> None:
             controls = {"wind": train.solver(wind())} if args.learn_wind else {}
             series = train.series(emission.field(), steps, sensors, checkpoint_every=args.checkpoint_every,
                                   **controls)
-            misfit = ((series[:, :n_train] - observed[:, :n_train]) ** 2).mean() / data_scale
-            loss = misfit + args.regularisation * emission.log_factors.pow(2).mean()
+            loss = misfit(series) + args.regularisation * emission.log_factors.pow(2).mean()
             loss.backward()
             dnf.parallel.allreduce_gradients(params)
             return loss.detach()
@@ -211,14 +214,11 @@ def main() -> None:
             fitted = train.series(learned, steps, sensors, **controls)
             lowest_trained = model.minimum
             inflow = wind().detach()
-        return {"start": start, "history": history, "loss": float(closure_loss(fitted)), "learned": learned,
+        return {"start": start, "history": history, "loss": float(misfit(fitted)), "learned": learned,
                 "log_factors": emission.log_factors.detach().clone(), "fitted": fitted,
                 "lowest_concentration": lowest_trained, "speed": float(inflow.norm()),
                 "angle_deg": math.degrees(math.atan2(float(inflow[1]), float(inflow[0]))),
                 "seconds_per_epoch": progress.seconds_per_epoch}
-
-    def closure_loss(series: torch.Tensor) -> torch.Tensor:
-        return ((series[:, :n_train] - observed[:, :n_train]) ** 2).mean() / data_scale
 
     runs = [learn(start) for start in range(args.starts)]
     best = min(runs, key=lambda r: r["loss"])
