@@ -49,6 +49,7 @@ DEMO_FIGURES = {
     "air_quality_inversion": ["emissions.png", "sensors.png", "concentration.png"],
     "coastal_closure": ["gauges.png", "drag.png", "snapshot.png"],
     "channel_inversion": ["manning.png", "stations.png"],
+    "thacker_bowl": ["profiles.png", "centre.png", "convergence.png", "volume.png"],
 }
 
 _VERSIONS = """
