@@ -47,7 +47,7 @@ DEFAULT_ARGS = {
 DEMO_FIGURES = {
     "cardiac_hybrid": ["activation.png", "loss.png"],
     "air_quality_inversion": ["emissions.png", "sensors.png", "concentration.png"],
-    "coastal_closure": ["gauges.png", "drag.png", "snapshot.png"],
+    "coastal_closure": ["bathymetry.png", "gauges.png", "drag.png", "snapshot.png"],
     "channel_inversion": ["manning.png", "stations.png"],
     "thacker_bowl": ["profiles.png", "centre.png", "convergence.png", "volume.png"],
 }
