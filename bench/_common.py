@@ -1,7 +1,9 @@
-"""Helpers shared by the benchmark scripts: rank-0 printing and collective timing."""
+"""Helpers shared by the benchmark scripts: rank-0 printing, collective timing, peak memory."""
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import statistics
 import time
 
@@ -43,3 +45,27 @@ def timed_rounds(fns: dict, repeats: int) -> tuple[dict, dict]:
             wall[name].append(COMM.allreduce(time.perf_counter() - t0, op=MPI.MAX))
             cpu[name].append(COMM.allreduce(time.process_time() - c0, op=MPI.MAX))
     return wall, cpu
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def peak_rss_mib(fn) -> float | None:
+    """Largest rank's peak resident memory growth (MiB) while ``fn()`` runs (Linux: VmHWM reset
+    through /proc/self/clear_refs; None elsewhere). Freed heap is handed back first
+    (``malloc_trim``), so that the start is not padded by earlier runs' free blocks."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _status_kib("VmRSS")
+    except OSError:
+        base = None
+    fn()
+    grown = 0 if base is None else _status_kib("VmHWM") - base
+    if COMM.allreduce(base is None, op=MPI.LOR):
+        return None
+    return COMM.allreduce(grown, op=MPI.MAX) / 1024

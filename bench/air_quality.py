@@ -43,15 +43,13 @@ per-round ratios. ``--threads``: torch threads per rank (default 1, as in bench/
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import math
 import statistics
 import time
 from pathlib import Path
 
-from _common import COMM, log, timed, timed_rounds  # bench/ is on sys.path when a script there runs
+from _common import COMM, log, peak_rss_mib, timed, timed_rounds  # bench/ is on sys.path when a script there runs
 from mpi4py import MPI
 from petsc4py import PETSc
 
@@ -94,30 +92,6 @@ def street_sensors(streets, radius: float) -> np.ndarray:
     """The vertex nearest the middle of each street, of those at least 40 m inside the circle."""
     inner = [s[np.linalg.norm(s, axis=1) < radius - 40.0] for s in streets]
     return np.unique(np.array([s[len(s) // 2] for s in inner if len(s)]), axis=0)
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-
-
-def peak_rss_mib(fn) -> float | None:
-    """Largest rank's peak resident memory growth (MiB) while ``fn()`` runs (Linux: VmHWM reset
-    through /proc/self/clear_refs; None elsewhere). Freed heap is handed back first
-    (``malloc_trim``), so that the start is not padded by earlier runs' free blocks."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        base = _status_kib("VmRSS")
-    except OSError:
-        base = None
-    fn()
-    grown = 0 if base is None else _status_kib("VmHWM") - base
-    if COMM.allreduce(base is None, op=MPI.LOR):
-        return None
-    return COMM.allreduce(grown, op=MPI.MAX) / 1024
 
 
 class Case:
