@@ -2,7 +2,7 @@
 
     python bench/record.py cardiac --ranks 1 2
     python bench/record.py fem_operator --ranks 1 2 -- --quick
-    python bench/record.py all                  # the five benchmarks at the sizes the docs show
+    python bench/record.py all                  # the six benchmarks at the sizes the docs show
     python bench/record.py cardiac_hybrid       # a demo (demos/NAME.py), on 2 ranks
 
 A benchmark run writes ``bench/results/NAME.nRANKS.json``: the script's own ``--json`` output
@@ -38,6 +38,7 @@ FIGURES = REPO / "docs" / "figures"
 DEFAULT_ARGS = {
     "air_quality": [],          # ~103,000 P1 dofs, a 1,000-step gradient: the longest of them
     "cardiac": ["--repeats", "5"],
+    "coastal_bay": [],          # the Rade de Brest at ~101,000 P2-P1 dofs; --sweep (2 ranks) adds a size sweep
     "fem_operator": ["--quick", "--repeats", "5"],
     "shallow_water": [],
     "transport": ["--repeats", "5"],

@@ -26,6 +26,8 @@ from sphinx.util.docutils import SphinxDirective
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 RANKS = (1, 2)
+#: tables drawn from another benchmark's records, on some of its rank counts: name -> (benchmark, ranks)
+SOURCES = {"coastal_bay_sweep": ("coastal_bay", (2,))}
 
 #: ``(label, cell)``, or ``(label, cell, time)`` for a row that gets a speed-up across the runs
 Row = tuple[str, Callable[[dict], str]] | tuple[str, Callable[[dict], str], Callable[[dict], float | None]]
@@ -224,9 +226,85 @@ def _air_quality(r: dict) -> list[Row]:
     return rows
 
 
+def _coastal_bay(r: dict) -> list[Row]:
+    def solver(name: str) -> Callable[[dict], dict]:
+        return lambda x: next(row for row in x["solvers"] if row["name"] == name)
+
+    def step(x: dict, name: str) -> str:
+        row = solver(name)(x)
+        if "error" in row:
+            return f"fails: {row['error'].splitlines()[0][:100]}"
+        direct = row["options"] is None     # MUMPS, the model's default
+        krylov = "" if direct else (f", {row['linear_per_newton_mean']:.0f} GMRES iterations per Newton "
+                                    f"iteration (max {row['linear_per_newton_max']:.0f})")
+        vs = "" if direct else f" ({_f(row['vs_mumps'])}× MUMPS's)"
+        return (f"{_f(row['ms_per_step_nograd'], 0)} ms{vs}; Newton {_f(row['newton_mean'])} per step "
+                f"(max {row['newton_max']}){krylov}")
+
+    def iterative_gradient(x: dict) -> str:
+        g = x["gradient"].get("iterative")
+        if g is None:
+            return "not run (the solver fails)"
+        return f"{_f(g['ratio'])}; differs from MUMPS's gradient by {g['rel_diff_gradient']:.0e}"
+
+    def long_memory(x: dict) -> str:
+        m = x["memory"]["long"]
+        if m["mib"] is None:
+            return "not measured"
+        return (f"{_f(m['mib'], 1)} MiB at h = {m['h']:g} / {m['h_coast']:g} m ({m['dofs']:,} dofs), "
+                f"{_f(m['seconds'], 0)} s")
+
+    def short_memory(x: dict) -> str:
+        m = x["memory"]
+        if m["main_checkpointed"]["mib"] is None:
+            return "not measured"
+        return (f"{_f(m['main_checkpointed']['mib'], 1)} / {_f(m['main_plain']['mib'], 1)} MiB "
+                f"(one state {_f(m['main_state_mib'], 2)} MiB)")
+
+    long, short, every = r["memory"]["long"], r["memory"]["main_checkpointed"], r["gradient"]["checkpoint_every"]
+    rows: list[Row] = [
+        ("mesh: vertices; P2–P1 dofs; size offshore / at the land; steps of dt",
+         lambda x: f"{x['vertices']:,}; {x['dofs']:,}; {x['h']:g} / {x['h_coast']:g} m; {x['steps']} of "
+                   f"{x['dt']:g} s"),
+    ]
+    for row in r["solvers"]:
+        rows.append((f"{row['name']}: time per step, no graph; iterations",
+                     lambda x, name=row["name"]: step(x, name),
+                     lambda x, name=row["name"]: solver(name)(x).get("ms_per_step_nograd")))
+    rows += [
+        ("(forward + gradient) / forward without graph, DG0 drag field, MUMPS: no checkpoints",
+         lambda x: _f(x["gradient"]["ratio"])),
+        (f"same in checkpoint blocks of {every}", lambda x: _f(x["gradient"]["ratio_checkpointed"])),
+        (f"same with {r['gradient'].get('iterative', {}).get('solver', 'the iterative solver')}, no checkpoints",
+         iterative_gradient),
+        (f"peak resident memory growth per rank, gradient of {long['steps']:,} steps in checkpoint blocks of "
+         f"{long['checkpoint_every']} (MUMPS)", long_memory),
+        (f"same at the main size, {short['steps']} steps, in blocks of {short['checkpoint_every']} / without "
+         "checkpoints", short_memory),
+    ]
+    return rows
+
+
+def _coastal_bay_sweep(r: dict) -> list[Row]:
+    if not r.get("sweep"):
+        return [("size sweep", lambda x: "not recorded (record with --sweep)")]
+
+    def cell(x: dict, i: int) -> str:
+        row = x["sweep"][i]
+        if "error" in row:
+            return f"fails: {row['error'].splitlines()[0][:100]}"
+        krylov = "" if row["options"] is None else f", GMRES {row['linear_per_newton_mean']:.0f}"
+        return f"{_f(row['ms_per_step_nograd'], 0)} ms (Newton {_f(row['newton_mean'])}{krylov})"
+
+    return [(f"{row['dofs']:,} dofs (h = {row['h']:g} / {row['h_coast']:g} m), {row['solver']}",
+             lambda x, i=i: cell(x, i)) for i, row in enumerate(r["sweep"])]
+
+
 TABLES: dict[str, Callable] = {
     "air_quality": _air_quality,
     "cardiac": _cardiac,
+    "coastal_bay": _coastal_bay,
+    "coastal_bay_sweep": _coastal_bay_sweep,
     "fem_operator": _fem_operator,
     "shallow_water": _shallow_water,
     "transport": _transport,
@@ -285,15 +363,16 @@ class BenchTable(SphinxDirective):
         name = self.arguments[0]
         if name not in TABLES:
             raise self.error(f"bench-table: unknown benchmark {name!r}; known: {sorted(TABLES)}")
+        bench, rank_counts = SOURCES.get(name, (name, RANKS))
         records = []
-        for ranks in RANKS:
-            path = RESULTS / f"{name}.n{ranks}.json"
+        for ranks in rank_counts:
+            path = RESULTS / f"{bench}.n{ranks}.json"
             self.env.note_dependency(str(path))
             try:
-                records.append(load(name, ranks))
+                records.append(load(bench, ranks))
             except (OSError, ValueError) as e:
                 raise self.error(f"bench-table {name}: cannot read {path}: {e}; record it with "
-                                 f"python bench/record.py {name}") from None
+                                 f"python bench/record.py {bench}") from None
         try:
             rows = TABLES[name](records[0]["result"])
             header = [""] + [f"{r['ranks']} rank{'s' if r['ranks'] > 1 else ''}" for r in records]
@@ -313,7 +392,7 @@ class BenchTable(SphinxDirective):
             if r["log"]:
                 item += nodes.literal_block(r["log"][0], r["log"][0])
             conds += item
-        out += [_paragraph(f"Conditions (from bench/results/{name}.n*.json):"), conds]
+        out += [_paragraph(f"Conditions (from bench/results/{bench}.n*.json):"), conds]
         return out
 
 
