@@ -24,7 +24,7 @@ BIV_DIMENSIONS = {"lv_endo": (7.0, 7.0, 17.0), "lv_epi": (10.0, 10.0, 20.0), "rv
                   "rv_endo": (9.0, 12.0, 15.0), "rv_epi": (11.0, 14.0, 17.0), "z_base": 5.0}
 
 
-def biventricle(h: float = 1.5, comm: MPI.Comm = MPI.COMM_WORLD) -> dolfinx.io.gmsh.MeshData:
+def biventricle(h: float = 1.2, comm: MPI.Comm = MPI.COMM_WORLD) -> dolfinx.io.gmsh.MeshData:
     """An idealised biventricular heart, tetrahedralised by gmsh.
 
     Millimetres, long axis z, apex at negative z, everything below the base plane z = 5
