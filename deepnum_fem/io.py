@@ -28,6 +28,8 @@ from deepnum_fem.geometry import (
     BAY_COASTLINE,
     BAY_ISLANDS,
     BAY_OPEN_SEA,
+    BIV_CELL_TAGS,
+    BIV_TAGS,
     CITY_CELL_TAGS,
     CITY_TAGS,
     COAST_CELL_TAGS,
@@ -36,6 +38,7 @@ from deepnum_fem.geometry import (
     DISTRICT_TAGS,
     LV_CELL_TAGS,
     LV_TAGS,
+    biventricle,
     city_blocks,
     coastal_domain,
     district_domain,
@@ -43,14 +46,16 @@ from deepnum_fem.geometry import (
 )
 from deepnum_fem.geometry.gmsh_model import gmsh_session
 
-__all__ = ["MESH_DIR", "bundled_mesh_path", "load_brest_bay", "load_brest_bay_outline", "load_city", "load_coast",
-           "load_district", "load_district_footprints", "load_functions", "save_functions",
+__all__ = ["MESH_DIR", "bundled_mesh_path", "load_biventricle", "load_brest_bay", "load_brest_bay_outline", "load_city",
+           "load_coast", "load_district", "load_district_footprints", "load_functions", "save_functions",
            "load_left_ventricle", "load_mesh", "write_frames"]
 
 #: Where the bundled meshes live (the repository's ``meshes/``; the package is installed editable).
 MESH_DIR = Path(__file__).resolve().parents[1] / "meshes"
 #: Mesh size (mm) of ``meshes/left_ventricle.msh``, and of the fallback when that file is absent.
 BUNDLED_LV_H = 1.0
+#: Mesh size (mm) of ``meshes/biventricle.msh``, and of the fallback when that file is absent.
+BUNDLED_BIV_H = 1.2
 #: Mesh size (m, away from the buildings) of ``meshes/city.msh``, and of the fallback when it is absent.
 BUNDLED_CITY_H = 8.0
 #: Offshore mesh size (m) of ``meshes/coast.msh``, and of the fallback when it is absent.
@@ -131,6 +136,23 @@ def load_left_ventricle(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
     warnings.warn(f"{path} is missing; generating the left ventricle with gmsh (h={BUNDLED_LV_H}). "
                   "Run `python scripts/make_lv_mesh.py` to write it.", stacklevel=2)
     return left_ventricle(BUNDLED_LV_H, comm)
+
+
+def load_biventricle(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
+    """The bundled idealised biventricular heart (``meshes/biventricle.msh``), distributed.
+
+    Same geometry and tags as :func:`deepnum_fem.geometry.biventricle` with ``h = 1.2`` mm
+    (:data:`BUNDLED_BIV_H`): 4,576 vertices; facets ``BASE``, ``LV_ENDO``, ``EPI``, ``RV_ENDO``
+    (:data:`~deepnum_fem.geometry.BIV_TAGS`). When the file is absent the mesh is generated
+    instead (a few seconds), with a warning; ``python scripts/make_biv_mesh.py`` writes the
+    file again, and ``--h`` makes finer ones.
+    """
+    path = bundled_mesh_path("biventricle")
+    if comm.bcast(path.is_file() if comm.rank == 0 else None, root=0):
+        return load_mesh(path, comm, gdim=3, required_tags=[*BIV_CELL_TAGS, *BIV_TAGS])
+    warnings.warn(f"{path} is missing; generating the biventricle with gmsh (h={BUNDLED_BIV_H}). "
+                  "Run `python scripts/make_biv_mesh.py` to write it.", stacklevel=2)
+    return biventricle(BUNDLED_BIV_H, comm)
 
 
 def load_city(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:

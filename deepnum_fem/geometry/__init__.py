@@ -9,6 +9,8 @@ One submodule per subject; the generators and their tags are re-exported here
   :func:`channel_with_cylinder` (the DFG benchmark's channel);
 * :mod:`~deepnum_fem.geometry.heart`: the Land et al. left ventricle (``LV_*``,
   :func:`left_ventricle`, :func:`left_ventricle_volume`);
+* :mod:`~deepnum_fem.geometry.biventricular`: an idealised biventricular heart on that ventricle
+  (``BIV_*``, :func:`biventricle`, :func:`biventricle_volume`, :func:`inside_biventricle`);
 * :mod:`~deepnum_fem.geometry.city`: the city blocks (``CITY_*``, :func:`city_blocks`,
   :func:`city_blocks_3d`);
 * :mod:`~deepnum_fem.geometry.district`: a real district's footprints in a circular domain
@@ -20,9 +22,17 @@ One submodule per subject; the generators and their tags are re-exported here
 * :mod:`~deepnum_fem.geometry.polygons`: the polygon maths the coast validates with.
 
 Each submodule's own model builders and argument checks (``left_ventricle_model``,
-``check_city``, ...) are public there for the bundled-mesh scripts, not re-exported here.
+``biventricle_model``, ``check_city``, ...) are public there for the bundled-mesh scripts, not re-exported here.
 """
 
+from deepnum_fem.geometry.biventricular import (
+    BIV_CELL_TAGS,
+    BIV_DIMENSIONS,
+    BIV_TAGS,
+    biventricle,
+    biventricle_volume,
+    inside_biventricle,
+)
 from deepnum_fem.geometry.city import (
     CITY_BUILDING_HEIGHTS,
     CITY_BUILDINGS,
@@ -52,6 +62,9 @@ __all__ = [
     "BAY_COASTLINE",
     "BAY_ISLANDS",
     "BAY_OPEN_SEA",
+    "BIV_CELL_TAGS",
+    "BIV_DIMENSIONS",
+    "BIV_TAGS",
     "CHANNEL_TAGS",
     "CITY_BUILDINGS",
     "CITY_BUILDING_HEIGHTS",
@@ -69,6 +82,8 @@ __all__ = [
     "LV_DIMENSIONS",
     "LV_TAGS",
     "WIND_TAGS",
+    "biventricle",
+    "biventricle_volume",
     "box_with_cavity",
     "channel_with_cylinder",
     "city_blocks",
@@ -77,6 +92,7 @@ __all__ = [
     "district_domain",
     "district_domain_3d",
     "from_gmsh_model",
+    "inside_biventricle",
     "left_ventricle",
     "left_ventricle_volume",
     "lonlat_to_xy",

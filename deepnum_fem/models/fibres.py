@@ -1,4 +1,5 @@
-"""Rule-based myocardial fibres: a transmural Laplace coordinate and helix angles per cell."""
+"""Rule-based myocardial fibres: a transmural Laplace coordinate and helix angles per cell (and
+the checked Laplace solve that :mod:`~deepnum_fem.models.ldrb` shares)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from deepnum_fem.errors import SolverError
 from deepnum_fem.fem.checks import reason_name
 from deepnum_fem.fem.options import solver_options
 
-__all__ = ["rule_based_fibres", "transmural_coordinate"]
+__all__ = ["rule_based_fibres", "solve_laplace", "tagged_dofs", "transmural_coordinate"]
 
 _prefix_counter = itertools.count()
 #: CG with PETSc's own algebraic multigrid (hypre is not in every PETSc build).
@@ -39,25 +40,46 @@ def transmural_coordinate(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.Mesh
         ValueError: on every rank, when ``endo`` or ``epi`` tags no facet of the mesh.
         SolverError: when the linear solve does not converge.
     """
+    V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+    bcs = [dolfinx.fem.dirichletbc(PETSc.ScalarType(value), tagged_dofs(V, facet_tags, tags, name), V)
+           for name, tags, value in (("endo", endo, 0.0), ("epi", epi, 1.0))]
+    return solve_laplace(V, bcs, "transmural", petsc_options)
+
+
+def tagged_dofs(V: dolfinx.fem.FunctionSpace, facet_tags: dolfinx.mesh.MeshTags, tags: int | Sequence[int],
+                role: str) -> np.ndarray:
+    """The dofs of ``V`` on the facets carrying any of ``tags`` (an int or several).
+
+    Raises:
+        ValueError: on every rank, when ``facet_tags`` are not facet tags or no facet of the
+            mesh carries ``tags`` (the message names the ``role`` of those tags).
+    """
+    mesh = V.mesh
     tdim = mesh.topology.dim
     if facet_tags.dim != tdim - 1:
         raise ValueError(f"expected facet tags (dimension {tdim - 1}), got tags of dimension {facet_tags.dim}")
     mesh.topology.create_connectivity(tdim - 1, tdim)
-    V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
-    bcs = []
-    for name, tags, value in (("endo", endo, 0.0), ("epi", epi, 1.0)):
-        tags = [tags] if isinstance(tags, int | np.integer) else list(tags)
-        facets = np.unique(np.concatenate([facet_tags.find(t) for t in tags] or [np.empty(0, np.int32)]))
-        if mesh.comm.allreduce(facets.size, op=MPI.SUM) == 0:
-            found = np.unique(np.concatenate(mesh.comm.allgather(facet_tags.values))).tolist()
-            raise ValueError(f"no facet carries the {name} tags {tags}; the facet tags are {found}")
-        dofs = dolfinx.fem.locate_dofs_topological(V, tdim - 1, facets.astype(np.int32))
-        bcs.append(dolfinx.fem.dirichletbc(PETSc.ScalarType(value), dofs, V))
+    tags = [tags] if isinstance(tags, int | np.integer) else list(tags)
+    facets = np.unique(np.concatenate([facet_tags.find(t) for t in tags] or [np.empty(0, np.int32)]))
+    if mesh.comm.allreduce(facets.size, op=MPI.SUM) == 0:
+        found = np.unique(np.concatenate(mesh.comm.allgather(facet_tags.values))).tolist()
+        raise ValueError(f"no facet carries the {role} tags {tags}; the facet tags are {found}")
+    return dolfinx.fem.locate_dofs_topological(V, tdim - 1, facets.astype(np.int32))
 
+
+def solve_laplace(V: dolfinx.fem.FunctionSpace, bcs: list, name: str,
+                  petsc_options: dict | None = None) -> dolfinx.fem.Function:
+    """The solution in ``V`` of ``-Δφ = 0`` with the Dirichlet conditions ``bcs`` and
+    ``∂φ/∂n = 0`` elsewhere; CG with GAMG unless ``petsc_options`` say otherwise.
+
+    Raises:
+        SolverError: when the linear solve does not converge.
+    """
+    mesh = V.mesh
     u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
     a = ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx
     L = ufl.inner(dolfinx.fem.Constant(mesh, PETSc.ScalarType(0.0)), v) * ufl.dx
-    prefix = f"dnf_transmural{next(_prefix_counter)}_"
+    prefix = f"dnf_{name}{next(_prefix_counter)}_"
     options = solver_options(petsc_options, _DEFAULT_OPTIONS)
     problem = dolfinx.fem.petsc.LinearProblem(a, L, bcs=bcs, petsc_options=options,
                                               petsc_options_prefix=prefix)
@@ -65,11 +87,11 @@ def transmural_coordinate(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.Mesh
     reason = problem.solver.getConvergedReason()
     problem.__del__()   # now, on every rank together, not when garbage collection gets to it
     if reason <= 0:
-        raise SolverError(f"transmural Laplace solve ({prefix}) did not converge: KSP reason {reason_name(reason)}; "
+        raise SolverError(f"{name} Laplace solve ({prefix}) did not converge: KSP reason {reason_name(reason)}; "
                           "try petsc_options={'ksp_type': 'preonly', 'pc_type': 'lu'}")
-    for bc in bcs:   # exactly 0 and 1 on the surfaces (an iterative solve leaves ~1e-14 there)
+    for bc in bcs:   # exactly the boundary values there (an iterative solve leaves ~1e-14)
         bc.set(phi.x.array)
-    phi.name = "transmural"
+    phi.name = name
     return phi
 
 
