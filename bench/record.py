@@ -2,7 +2,7 @@
 
     python bench/record.py cardiac --ranks 1 2
     python bench/record.py fem_operator --ranks 1 2 -- --quick
-    python bench/record.py all                  # the six benchmarks at the sizes the docs show
+    python bench/record.py all                  # the benchmarks at the sizes the docs show
     python bench/record.py cardiac_hybrid       # a demo (demos/NAME.py), on 2 ranks
 
 A benchmark run writes ``bench/results/NAME.nRANKS.json``: the script's own ``--json`` output
@@ -34,12 +34,15 @@ REPO = BENCH.parent
 RESULTS = BENCH / "results"
 FIGURES = REPO / "docs" / "figures"
 
-#: the arguments each script is recorded with (sized to finish in minutes on 2 cores)
+#: the arguments each script is recorded with (sized to finish in minutes on 2 cores), or a
+#: dict of them per rank count
 DEFAULT_ARGS = {
     "air_quality": [],          # ~103,000 P1 dofs, a 1,000-step gradient: the longest of them
     "cardiac": ["--repeats", "5"],
     "coastal_bay": [],          # the Rade de Brest at ~101,000 P2-P1 dofs; --sweep (2 ranks) adds a size sweep
     "fem_operator": ["--quick", "--repeats", "5"],
+    # ours and fenicsx-beat on the same meshes; per rank count, as they fit in minutes
+    "niederer": {1: ["--cases", "0.5:0.05", "0.5:0.01"], 2: ["--cases", "0.5:0.05", "0.2:0.05"]},
     "shallow_water": [],
     "transport": ["--repeats", "5"],
 }
@@ -147,7 +150,8 @@ def main() -> None:
     names = list(DEFAULT_ARGS) if ns.name == "all" else [ns.name]
     for name in names:
         for ranks in ns.ranks or [1, 2]:
-            record(name, ranks, ns.args or DEFAULT_ARGS[name])
+            default = DEFAULT_ARGS[name]
+            record(name, ranks, ns.args or (default[ranks] if isinstance(default, dict) else default))
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ versions). In a page,
 renders one table with a column per recorded rank count, then the conditions of each run.
 A row may also give a time (seconds, or any cost where lower is faster) of each run: the
 table then has a last column, the speed-up from the fewest ranks to the most (the first
-record's time over the last's). Every number comes from those files, at build time; nothing is generated into the source
-tree. A missing or malformed file is a build error (a warning, and the docs build with
-``-W``), and a page that shows a table is rebuilt when its JSON files change.
+record's time over the last's). A benchmark in ``GRIDS`` lays out its own table from all its
+records instead (``niederer``: a row per point, a column per case and code). Every number
+comes from those files, at build time; nothing is generated into the source tree. A missing
+or malformed file is a build error (a warning, and the docs build with ``-W``), and a page
+that shows a table is rebuilt when its JSON files change.
 """
 
 from __future__ import annotations
@@ -300,6 +302,41 @@ def _coastal_bay_sweep(r: dict) -> list[Row]:
              lambda x, i=i: cell(x, i)) for i, row in enumerate(r["sweep"])]
 
 
+def _niederer(records: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Points down, and across: each recorded case (dx, dt, ranks), ours then fenicsx-beat's."""
+    columns = []       # (case, run)
+    for record in records:
+        for case in record["result"]["cases"]:
+            columns += [(case, run) for run in case["runs"]]
+    def ranks(case: dict) -> str:
+        return f"{case['ranks']} rank{'s' if case['ranks'] > 1 else ''}"
+
+    header = ["dx (mm), dt (ms), ranks: code"] + [
+        f"{c['dx_mm']:g}, {c['dt_ms']:g}, {ranks(c)}: {'ours' if r['code'] == 'deepnum-fem' else r['code']}"
+        for c, r in columns]
+    points = list(columns[0][1]["activation_ms"])
+    body = [[f"{p} (ms)"] + [_f(r["activation_ms"][p]) for _, r in columns] for p in points]
+
+    def gap(case: dict, run: dict) -> str:
+        ours = case["runs"][0]["activation_ms"]
+        if run is case["runs"][0]:
+            return "—"
+        return _f(max(abs(ours[p] - run["activation_ms"][p]) for p in points))
+
+    krylov = [f"{r['krylov_iterations_mean']:.1f}" if "krylov_iterations_mean" in r else "— (LU)" for _, r in columns]
+    body += [
+        ["largest |ours − theirs| over P1–P9 (ms)"] + [gap(c, r) for c, r in columns],
+        ["time per step (ms)"] + [_f(r["ms_per_step"], 1) for _, r in columns],
+        ["Krylov iterations per step, mean"] + krylov,
+        ["steps (to the last activation); setup (s)"] + [f"{r['steps']:,}; {_f(r['setup_s'], 1)}" for _, r in columns],
+        ["nodes"] + [f"{c['nodes']:,}" for c, _ in columns],
+    ]
+    return header, body
+
+
+#: tables laid out by their own function from all the records: ``records -> (header, body)``
+GRIDS: dict[str, Callable[[list[dict]], tuple[list[str], list[list[str]]]]] = {"niederer": _niederer}
+
 TABLES: dict[str, Callable] = {
     "air_quality": _air_quality,
     "cardiac": _cardiac,
@@ -361,8 +398,8 @@ class BenchTable(SphinxDirective):
 
     def run(self) -> list[nodes.Node]:
         name = self.arguments[0]
-        if name not in TABLES:
-            raise self.error(f"bench-table: unknown benchmark {name!r}; known: {sorted(TABLES)}")
+        if name not in TABLES and name not in GRIDS:
+            raise self.error(f"bench-table: unknown benchmark {name!r}; known: {sorted([*TABLES, *GRIDS])}")
         bench, rank_counts = SOURCES.get(name, (name, RANKS))
         records = []
         for ranks in rank_counts:
@@ -374,6 +411,9 @@ class BenchTable(SphinxDirective):
                 raise self.error(f"bench-table {name}: cannot read {path}: {e}; record it with "
                                  f"python bench/record.py {bench}") from None
         try:
+            if name in GRIDS:
+                header, body = GRIDS[name](records)
+                return [_table(header, body), *self._conditions(bench, records)]
             rows = TABLES[name](records[0]["result"])
             header = [""] + [f"{r['ranks']} rank{'s' if r['ranks'] > 1 else ''}" for r in records]
             body = [[label] + [cell(r["result"]) for r in records] for label, cell, *_ in rows]
@@ -384,7 +424,10 @@ class BenchTable(SphinxDirective):
         except (KeyError, TypeError, IndexError, ZeroDivisionError) as e:
             raise self.error(f"bench-table {name}: the recorded JSON lacks what the table needs "
                              f"({type(e).__name__}: {e}); re-record with python bench/record.py {name}") from None
-        out: list[nodes.Node] = [_table(header, body)]
+        return [_table(header, body), *self._conditions(bench, records)]
+
+    @staticmethod
+    def _conditions(bench: str, records: list[dict]) -> list[nodes.Node]:
         conds = nodes.bullet_list()
         for r in records:
             item = nodes.list_item()
@@ -392,8 +435,7 @@ class BenchTable(SphinxDirective):
             if r["log"]:
                 item += nodes.literal_block(r["log"][0], r["log"][0])
             conds += item
-        out += [_paragraph(f"Conditions (from bench/results/{bench}.n*.json):"), conds]
-        return out
+        return [_paragraph(f"Conditions (from bench/results/{bench}.n*.json):"), conds]
 
 
 def setup(app):
