@@ -7,7 +7,7 @@ import io
 import json
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mpi4py import MPI
@@ -122,6 +122,19 @@ def bundled_mesh_path(name: str = "left_ventricle") -> Path:
     return MESH_DIR / f"{name}.msh"
 
 
+def _bundled_or_generated(name: str, comm: MPI.Comm, *, gdim: int, required_tags: Sequence[str | int], what: str,
+                          sizes: str, script: str, generate: Callable[[], MeshData]) -> MeshData:
+    """The bundled mesh ``meshes/<name>.msh`` (:func:`load_mesh`); when the file is absent (rank 0
+    looks, every rank follows), ``generate()`` instead, with a warning naming ``what``, its
+    ``sizes`` and the ``scripts/<script>`` that writes the file again."""
+    path = bundled_mesh_path(name)
+    if comm.bcast(path.is_file() if comm.rank == 0 else None, root=0):
+        return load_mesh(path, comm, gdim=gdim, required_tags=required_tags)
+    warnings.warn(f"{path} is missing; generating {what} with gmsh ({sizes}). "
+                  f"Run `python scripts/{script}` to write it.", stacklevel=3)
+    return generate()
+
+
 def load_left_ventricle(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
     """The bundled Land et al. (2015) left ventricle (``meshes/left_ventricle.msh``), distributed.
 
@@ -130,12 +143,9 @@ def load_left_ventricle(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
     generated instead with :func:`~deepnum_fem.geometry.left_ventricle` (``h = 1``, under a
     second), with a warning; ``python scripts/make_lv_mesh.py`` writes the file again.
     """
-    path = bundled_mesh_path("left_ventricle")
-    if comm.bcast(path.is_file() if comm.rank == 0 else None, root=0):
-        return load_mesh(path, comm, gdim=3, required_tags=[*LV_CELL_TAGS, *LV_TAGS])
-    warnings.warn(f"{path} is missing; generating the left ventricle with gmsh (h={BUNDLED_LV_H}). "
-                  "Run `python scripts/make_lv_mesh.py` to write it.", stacklevel=2)
-    return left_ventricle(BUNDLED_LV_H, comm)
+    return _bundled_or_generated("left_ventricle", comm, gdim=3, required_tags=[*LV_CELL_TAGS, *LV_TAGS],
+                                 what="the left ventricle", sizes=f"h={BUNDLED_LV_H}", script="make_lv_mesh.py",
+                                 generate=lambda: left_ventricle(BUNDLED_LV_H, comm))
 
 
 def load_biventricle(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
@@ -147,12 +157,9 @@ def load_biventricle(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
     instead (a few seconds), with a warning; ``python scripts/make_biv_mesh.py`` writes the
     file again, and ``--h`` makes finer ones.
     """
-    path = bundled_mesh_path("biventricle")
-    if comm.bcast(path.is_file() if comm.rank == 0 else None, root=0):
-        return load_mesh(path, comm, gdim=3, required_tags=[*BIV_CELL_TAGS, *BIV_TAGS])
-    warnings.warn(f"{path} is missing; generating the biventricle with gmsh (h={BUNDLED_BIV_H}). "
-                  "Run `python scripts/make_biv_mesh.py` to write it.", stacklevel=2)
-    return biventricle(BUNDLED_BIV_H, comm)
+    return _bundled_or_generated("biventricle", comm, gdim=3, required_tags=[*BIV_CELL_TAGS, *BIV_TAGS],
+                                 what="the biventricle", sizes=f"h={BUNDLED_BIV_H}", script="make_biv_mesh.py",
+                                 generate=lambda: biventricle(BUNDLED_BIV_H, comm))
 
 
 def load_city(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
@@ -163,12 +170,9 @@ def load_city(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
     When the file is absent the mesh is generated instead (well under a second), with a
     warning; ``python scripts/make_city_mesh.py`` writes the file again.
     """
-    path = bundled_mesh_path("city")
-    if comm.bcast(path.is_file() if comm.rank == 0 else None, root=0):
-        return load_mesh(path, comm, gdim=2, required_tags=[*CITY_CELL_TAGS, *CITY_TAGS])
-    warnings.warn(f"{path} is missing; generating the city block with gmsh (h={BUNDLED_CITY_H}). "
-                  "Run `python scripts/make_city_mesh.py` to write it.", stacklevel=2)
-    return city_blocks(BUNDLED_CITY_H, comm=comm)
+    return _bundled_or_generated("city", comm, gdim=2, required_tags=[*CITY_CELL_TAGS, *CITY_TAGS],
+                                 what="the city block", sizes=f"h={BUNDLED_CITY_H}", script="make_city_mesh.py",
+                                 generate=lambda: city_blocks(BUNDLED_CITY_H, comm=comm))
 
 
 def load_coast(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
@@ -181,12 +185,10 @@ def load_coast(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
     absent the mesh is generated instead (well under a second), with a warning;
     ``python scripts/make_coast_mesh.py`` writes the file again.
     """
-    path = bundled_mesh_path("coast")
-    if comm.bcast(path.is_file() if comm.rank == 0 else None, root=0):
-        return load_mesh(path, comm, gdim=2, required_tags=[*COAST_CELL_TAGS, *COAST_TAGS])
-    warnings.warn(f"{path} is missing; generating the bay with gmsh (h={BUNDLED_COAST_H}). "
-                  "Run `python scripts/make_coast_mesh.py` to write it.", stacklevel=2)
-    return coastal_domain(BAY_COASTLINE, BAY_OPEN_SEA, islands=BAY_ISLANDS, h=BUNDLED_COAST_H, comm=comm)
+    return _bundled_or_generated("coast", comm, gdim=2, required_tags=[*COAST_CELL_TAGS, *COAST_TAGS],
+                                 what="the bay", sizes=f"h={BUNDLED_COAST_H}", script="make_coast_mesh.py",
+                                 generate=lambda: coastal_domain(
+                                     BAY_COASTLINE, BAY_OPEN_SEA, islands=BAY_ISLANDS, h=BUNDLED_COAST_H, comm=comm))
 
 
 def load_district_footprints() -> dict:
@@ -214,12 +216,10 @@ def load_district(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
     facets ``OUTER`` (the circle) and ``BUILDINGS``. When the file is absent the mesh is
     generated from the footprints instead, with a warning.
     """
-    path = bundled_mesh_path("bubenec_district")
-    if comm.bcast(path.is_file() if comm.rank == 0 else None, root=0):
-        return load_mesh(path, comm, gdim=2, required_tags=[*DISTRICT_CELL_TAGS, *DISTRICT_TAGS])
-    warnings.warn(f"{path} is missing; generating the district with gmsh ({BUNDLED_DISTRICT}). "
-                  "Run `python scripts/make_district_mesh.py` to write it.", stacklevel=2)
-    return district_domain(load_district_footprints()["buildings"], comm=comm, **BUNDLED_DISTRICT)
+    return _bundled_or_generated("bubenec_district", comm, gdim=2, required_tags=[*DISTRICT_CELL_TAGS, *DISTRICT_TAGS],
+                                 what="the district", sizes=str(BUNDLED_DISTRICT), script="make_district_mesh.py",
+                                 generate=lambda: district_domain(
+                                     load_district_footprints()["buildings"], comm=comm, **BUNDLED_DISTRICT))
 
 
 def load_brest_bay_outline() -> dict:
@@ -263,14 +263,14 @@ def load_brest_bay(comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
     island shores) and ``OPEN_SEA`` (the segment across the Iroise). When the file is absent
     the mesh is generated from the outline instead (about a second), with a warning.
     """
-    path = bundled_mesh_path("brest_bay")
-    if comm.bcast(path.is_file() if comm.rank == 0 else None, root=0):
-        return load_mesh(path, comm, gdim=2, required_tags=[*COAST_CELL_TAGS, *COAST_TAGS])
-    warnings.warn(f"{path} is missing; generating the Rade de Brest with gmsh ({BUNDLED_BREST_BAY}). "
-                  "Run `python scripts/make_bay_mesh.py` to write it.", stacklevel=2)
-    outline = load_brest_bay_outline()
-    return coastal_domain(outline["coastline"], outline["open_sea"], islands=outline["islands"], comm=comm,
-                          **BUNDLED_BREST_BAY)
+    def generate() -> MeshData:
+        outline = load_brest_bay_outline()
+        return coastal_domain(outline["coastline"], outline["open_sea"], islands=outline["islands"], comm=comm,
+                              **BUNDLED_BREST_BAY)
+
+    return _bundled_or_generated("brest_bay", comm, gdim=2, required_tags=[*COAST_CELL_TAGS, *COAST_TAGS],
+                                 what="the Rade de Brest", sizes=str(BUNDLED_BREST_BAY), script="make_bay_mesh.py",
+                                 generate=generate)
 
 
 def _load_msh(path: Path, comm: MPI.Comm, gdim: int, required_tags: Sequence[str | int]) -> MeshData:
