@@ -47,6 +47,7 @@ from deepnum_fem.convert import n_owned
 from deepnum_fem.errors import ShapeError
 from deepnum_fem.fem.options import SolverOptions
 from deepnum_fem.models.base import Domain, PointSensorsOf, TimeSteppingModel, deprecated, model_solver
+from deepnum_fem.models.ecg import PseudoECG
 from deepnum_fem.models.ionic import IonicModel
 from deepnum_fem.ops.fem_operator import fem_operator
 from deepnum_fem.sensors import point_weights
@@ -111,6 +112,10 @@ class Monodomain(TimeSteppingModel):
         fibres: Unit fibre field (a vector Function, e.g. DG0), or None for isotropic tissue.
         conductivity_scale: A scalar Function ``s`` multiplying ``D``; the ``scale`` control.
             None: ``s = 1``.
+        diffusivity_control: Make ``D_l`` and ``D_t`` controls (0-dim tensors, mm²/ms, named
+            ``"D_l"`` and ``"D_t"``; ``diffusivity`` gives their default values): estimable
+            like ``scale``. Needs ``fibres``. Each new value refactorises the diffusion
+            operator once, at the next step.
         stimuli: Default stimulus protocol.
         theta: 1 backward Euler (default), 0.5 Crank–Nicolson.
         splitting: ``"godunov"`` or ``"strang"``.
@@ -140,7 +145,8 @@ class Monodomain(TimeSteppingModel):
                  stimuli: Sequence[Stimulus] = (), theta: float = 1.0, splitting: str = "godunov",
                  lumped_mass: bool = False, petsc_options: dict | None = None,
                  solver: SolverOptions | None = None, reaction_substeps: int = 1, t0: float = 0.0,
-                 facet_tags: dolfinx.mesh.MeshTags | None = None, reaction_order: int = 1):
+                 facet_tags: dolfinx.mesh.MeshTags | None = None, reaction_order: int = 1,
+                 diffusivity_control: bool = False):
         if splitting not in ("godunov", "strang"):
             raise ValueError(f"splitting must be 'godunov' or 'strang', got {splitting!r}")
         if not 0.0 <= theta <= 1.0:
@@ -160,9 +166,19 @@ class Monodomain(TimeSteppingModel):
         self.coordinates = self.V.tabulate_dof_coordinates()[: self.n]
         self.v = dolfinx.fem.Function(self.V, name="v")
         self.v_star = dolfinx.fem.Function(self.V, name="v_after_reaction")
-        self.conductivity_scale = conductivity_scale
-        self.controls = ("scale",) if conductivity_scale is not None else ()
-        self.D = self._conductivity(diffusivity, fibres)
+        self.conductivity_scale, self.fibres = conductivity_scale, fibres
+        if diffusivity_control and fibres is None:
+            raise ValueError("diffusivity_control=True needs a fibre field (it makes D_l and D_t controls); "
+                             "for isotropic tissue estimate a conductivity_scale instead")
+        self.D, (D_l, D_t) = self._conductivity(diffusivity, fibres)
+        #: The UFL objects behind each control, in the order of :attr:`controls`.
+        self.control_objects = {}
+        if conductivity_scale is not None:
+            self.control_objects["scale"] = conductivity_scale
+        if diffusivity_control:
+            self.control_objects["D_l"], self.control_objects["D_t"] = D_l, D_t
+            self._diffusivity_defaults = {"D_l": float(D_l.value), "D_t": float(D_t.value)}
+        self.controls = tuple(self.control_objects)
         if conductivity_scale is not None:
             self.D = conductivity_scale * self.D
 
@@ -172,7 +188,7 @@ class Monodomain(TimeSteppingModel):
         v_mid = theta * self.v + (1.0 - theta) * self.v_star
         F = ((self.v - self.v_star) * phi * dx_mass
              + self.dt * ufl.inner(self.D * ufl.grad(v_mid), ufl.grad(phi)) * ufl.dx)
-        controls = [self.v_star] + ([conductivity_scale] if conductivity_scale is not None else [])
+        controls = [self.v_star, *self.control_objects.values()]
         # M + θ dt K is symmetric (D is): the adjoint is the forward solve, whatever the solver.
         # No options: fem_operator's MUMPS LU; options naming a KSP or PC replace it entirely.
         self._operator = fem_operator(F, self.v, controls=controls, linear=True, symmetric=True,
@@ -186,6 +202,7 @@ class Monodomain(TimeSteppingModel):
         return self._operator
 
     def _conductivity(self, diffusivity, fibres):
+        """The tensor ``D`` (UFL) and the Constants ``(D_l, D_t)`` it is made of."""
         d = self.mesh.geometry.dim
         if np.ndim(diffusivity) == 0:
             D_l = D_t = float(diffusivity)
@@ -194,10 +211,12 @@ class Monodomain(TimeSteppingModel):
         if fibres is None:
             if D_l != D_t:
                 raise ValueError("anisotropic diffusivity (D_l, D_t) needs a fibre field")
-            return dolfinx.fem.Constant(self.mesh, D_l)
+            c = dolfinx.fem.Constant(self.mesh, D_l)
+            return c, (c, c)
         if fibres.ufl_shape != (d,):
             raise ShapeError(f"fibres: a vector Function of shape ({d},) expected, got {fibres.ufl_shape}")
-        return D_t * ufl.Identity(d) + (D_l - D_t) * ufl.outer(fibres, fibres)
+        c_l, c_t = dolfinx.fem.Constant(self.mesh, D_l), dolfinx.fem.Constant(self.mesh, D_t)
+        return c_t * ufl.Identity(d) + (c_l - c_t) * ufl.outer(fibres, fibres), (c_l, c_t)
 
     # -- state ----------------------------------------------------------------------------
     def initial_state(self, *, device: torch.device | str | None = None) -> torch.Tensor:
@@ -209,9 +228,14 @@ class Monodomain(TimeSteppingModel):
         return (1 + self.ionic.n_slow, self.n)
 
     def control(self, name: str) -> torch.Tensor:
-        """The conductivity scale's current owned dofs (``name="scale"``)."""
+        """The value a step takes for a control not given: the conductivity scale's current
+        owned dofs (``"scale"``; the last value a step was given), or the constructor's ``D_l``
+        / ``D_t`` as 0-dim tensors (with ``diffusivity_control``)."""
         self._check_control_name(name)
-        return torch.from_numpy(self.conductivity_scale.x.array[: n_owned(self.conductivity_scale)].copy())
+        if name in ("D_l", "D_t"):   # the constructor's values: a step given others changes the Constants
+            return torch.tensor(self._diffusivity_defaults[name], dtype=torch.float64)
+        obj = self.control_objects[name]
+        return torch.from_numpy(obj.x.array[: n_owned(obj)].copy())
 
     def stimulus_masks(self, stimuli: Sequence[Stimulus]) -> torch.Tensor:
         """``(len(stimuli), n_owned)`` masks times amplitudes (float64)."""
@@ -270,15 +294,20 @@ class Monodomain(TimeSteppingModel):
         masks = self.stimulus_masks(stimuli) if masks is None else masks
         t = t_origin + k * self.dt
         half = self.dt if self.splitting == "godunov" else 0.5 * self.dt
-        error, state = self._react_checked(state, t, half, stimuli, masks)
-        parallel.raise_on_any_rank(error, self.comm)   # a bad state or network fails every rank
+        error, state = self._react_checked(state, t, half, stimuli, masks, controls)
+        parallel.raise_on_any_rank(error, self.comm)   # a bad state, control or network fails every rank
         state = self._diffuse(state, controls)
         if self.splitting == "strang":
             error, state = self._react_checked(state, t + half, half, stimuli, masks)
             parallel.raise_on_any_rank(error, self.comm)
         return state
 
-    def _react_checked(self, state, t, length, stimuli, masks):
+    def _react_checked(self, state, t, length, stimuli, masks, controls=None):
+        for name in ("D_l", "D_t"):
+            value = (controls or {}).get(name)
+            if value is not None and not (value.numel() == 1 and float(value.detach()) > 0):
+                return ValueError(f"Monodomain.step: {name} must be a positive number (mm²/ms), got "
+                                  f"{value.detach().cpu().reshape(-1).tolist()}"), state
         if state.shape != (1 + self.ionic.n_slow, self.n):
             return ShapeError(f"Monodomain.step: state of shape {(1 + self.ionic.n_slow, self.n)} "
                               f"(variables, owned nodes) expected, got {tuple(state.shape)}"), state
@@ -327,25 +356,21 @@ class Monodomain(TimeSteppingModel):
         """
         return point_weights(self.V, points)
 
+    def pseudo_ecg(self, electrodes) -> PseudoECG:
+        """The pseudo-ECG at ``electrodes`` (a mapping ``name -> position`` or an array of
+        positions, outside the tissue): a :class:`~deepnum_fem.models.ecg.PseudoECG`, whose
+        ``weights(**controls)`` are differentiable in this model's controls. Collective."""
+        return PseudoECG(self, electrodes)
+
     def pseudo_ecg_weights(self, points: np.ndarray) -> torch.Tensor:
         """Weights ``W`` (``(n_points, n_owned)``) of the pseudo-ECG: ``parallel.sum(W @ v_owned)``
         is ``φ(x_e) = ∫ D∇v · ∇(1 / |x - x_e|) dx`` at each electrode ``x_e`` (outside the
         tissue), the extracellular potential of an unbounded homogeneous bath up to the factor
-        ``1 / (4π σ_bath)``. Uses the conductivity scale's current values. Collective.
+        ``1 / (4π σ_bath)``. Uses the controls' current values, without gradient (see
+        :meth:`pseudo_ecg` for weights differentiable in them). Collective.
         """
-        x = ufl.SpatialCoordinate(self.mesh)
-        phi = ufl.TestFunction(self.V)
-        d = self.mesh.geometry.dim
-        electrode = dolfinx.fem.Constant(self.mesh, np.zeros(d))
-        r = ufl.sqrt(ufl.inner(x - electrode, x - electrode))
-        form = dolfinx.fem.form(ufl.inner(self.D * ufl.grad(phi), ufl.grad(1.0 / r)) * ufl.dx)
-        rows = []
-        for p in np.asarray(points, dtype=np.float64).reshape(-1, d):
-            electrode.value[:] = p
-            vec = dolfinx.fem.assemble_vector(form)
-            vec.scatter_reverse(dolfinx.la.InsertMode.add)
-            rows.append(vec.array[: self.n].copy())
-        return torch.tensor(np.array(rows).reshape(len(rows), self.n))
+        with torch.no_grad():
+            return self.pseudo_ecg(points).weights()
 
     def _output(self):
         # a frame holds a state, or (as before) the potential alone
