@@ -50,6 +50,7 @@ DEFAULT_ARGS = {
 #: the figures of each demo that the docs show (the demos write more)
 DEMO_FIGURES = {
     "cardiac_hybrid": ["activation.png", "loss.png"],
+    "ecg_personalisation": ["ecg.png", "scar.png", "loss.png"],
     "air_quality_inversion": ["emissions.png", "sensors.png", "concentration.png"],
     "coastal_closure": ["bathymetry.png", "gauges.png", "drag.png", "snapshot.png"],
     "channel_inversion": ["manning.png", "stations.png"],

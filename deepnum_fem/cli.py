@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions of deepnum-fem, DOLFINx, PETSc, torch, MPI")
     sub.add_parser("demo", help="run the main job, the cardiac hybrid model, or the demo named next "
-                   "(air_quality_inversion, air_quality_district, coastal_closure, channel_inversion, thacker_bowl, "
-                   "quickstart, closure_learning); further arguments go "
+                   "(ecg_personalisation, air_quality_inversion, air_quality_district, coastal_closure, "
+                   "channel_inversion, thacker_bowl, quickstart, closure_learning); further arguments go "
                    "to the demo")
     if argv[:1] == ["demo"]:
         return demo(argv[1:])   # the demo parses its own options

@@ -33,3 +33,32 @@ def training_parser(description: str, *, out: str, epochs: int, iterations: int,
     p.add_argument("--quick", action="store_true", help=f"{quick} (the tests)")
     p.add_argument("--target", type=float, default=target, help="required held-out RMSE reduction")
     return p
+
+
+class ReplicatedField:
+    """A scalar field's owned dofs as one vector replicated on every rank, ordered by node
+    position (x, then y, then z), so that L-BFGS (which takes dot products of whole vectors)
+    and checkpoints see the same numbers for any number of ranks.
+
+    ``owned(values)`` picks this rank's owned dofs from the replicated ``values``; its
+    gradient is nonzero at those entries only, so ``dnf.parallel.allreduce_gradients`` makes
+    the whole gradient on every rank.
+    """
+
+    def __init__(self, space):
+        import numpy as np
+        import torch
+
+        n = space.dofmap.index_map.size_local
+        mine = space.tabulate_dof_coordinates()[:n, : space.mesh.geometry.dim]
+        everyone = np.concatenate(COMM.allgather(mine))
+        order = np.lexsort(tuple(np.round(everyone[:, i], 6) for i in reversed(range(everyone.shape[1]))))
+        rank_of = np.argsort(order)                      # position of each gathered node
+        start = sum(COMM.allgather(n)[: COMM.rank])
+        self.mine = torch.from_numpy(rank_of[start:start + n].astype(np.int64))
+        self.size = len(everyone)
+        self.x = everyone[order, 0]
+        self.coordinates = everyone[order]
+
+    def owned(self, values):
+        return values[self.mine]

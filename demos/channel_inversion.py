@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import time
 
-from _common import COMM, log, training_parser  # demos/ is on sys.path when a script there runs
+from _common import COMM, ReplicatedField, log, training_parser  # demos/ is on sys.path when a script there runs
 
 import dolfinx.fem
 import dolfinx.mesh
@@ -61,26 +61,6 @@ def channel(comm):
     return mesh, dolfinx.mesh.meshtags(mesh, 1, facets, np.full(len(facets), 1, dtype=np.int32))
 
 
-class GlobalField:
-    """A P1 field as one vector replicated on every rank, ordered by node position, so that
-    L-BFGS (which takes dot products of whole vectors) and checkpoints see the same numbers
-    for any number of ranks."""
-
-    def __init__(self, space):
-        n = space.dofmap.index_map.size_local
-        mine = space.tabulate_dof_coordinates()[:n, :2]
-        everyone = np.concatenate(COMM.allgather(mine))
-        order = np.lexsort((np.round(everyone[:, 1], 6), np.round(everyone[:, 0], 6)))
-        rank_of = np.argsort(order)                      # position of each gathered node
-        start = sum(COMM.allgather(n)[: COMM.rank])
-        self.mine = torch.from_numpy(rank_of[start:start + n].astype(np.int64))
-        self.size = len(everyone)
-        self.x = everyone[order, 0]
-
-    def owned(self, values: torch.Tensor) -> torch.Tensor:
-        return values[self.mine]
-
-
 def main() -> None:
     p = training_parser(__doc__.split("\n")[0], out="out/channel_inversion", epochs=8, iterations=5, save_every=2,
                         target=5.0, checkpoint_every=None, quick="16 steps (2 h 40 min), 3 epochs")
@@ -101,7 +81,7 @@ def main() -> None:
     depth = dolfinx.fem.Function(P1, name="depth")
     depth.interpolate(lambda x: DEPTH_SEA + (DEPTH_RIVER - DEPTH_SEA) * x[0] / LENGTH)
     manning = dolfinx.fem.Function(P1, name="manning")
-    field = GlobalField(P1)
+    field = ReplicatedField(P1)
     true_n = torch.from_numpy(np.where(field.x < JUMP, MANNING_LOW, MANNING_HIGH))
     model = ShallowWater(mesh, depth, dt=DT, theta=args.theta, drag=manning, friction="manning",
                          viscosity=args.viscosity, facet_tags=tags)

@@ -85,6 +85,34 @@ def test_cardiac_training_resumes_from_its_checkpoint(tmp_path):
 
 
 @pytest.mark.skip_in_parallel
+def test_ecg_personalisation_learns_conductivities_from_leads_on_one_and_two_ranks(tmp_path):
+    """Quick version: from the leads alone, both starts find D_l and D_t within 15 % and the
+    held-out leads' error falls >= 3x (the demo exits non-zero otherwise); 2 ranks agree with 1."""
+    serial = _run("ecg_personalisation.py", 1, tmp_path / "n1", "--quick")
+    parallel = _run("ecg_personalisation.py", 2, tmp_path / "n2", "--quick")
+    for m in (serial, parallel):
+        assert m["test_ecg_error_reduction"] >= 3.0
+        for row in m["by_start"]:
+            assert row["D_l_relative_error"] < 0.15 and row["D_t_relative_error"] < 0.15
+            assert row["test_ecg_error"] < 0.5 * row["test_ecg_error_first_guess"]
+    assert parallel["ranks"] == 2 and parallel["dofs"] == serial["dofs"]
+    for one, two in zip(serial["by_start"], parallel["by_start"], strict=True):
+        # same data, same first guesses: their errors agree to solver tolerance
+        assert two["test_ecg_error_first_guess"] == pytest.approx(one["test_ecg_error_first_guess"], rel=1e-8)
+        assert two["D_l"] == pytest.approx(one["D_l"], rel=0.05)
+    for name in ("ecg.png", "scar.png", "loss.png", "checkpoint_start0.pt", "checkpoint_start1.pt"):
+        assert (tmp_path / "n2" / name).exists(), name
+
+
+@pytest.mark.skip_in_parallel
+def test_ecg_personalisation_resumes_from_its_checkpoint(tmp_path):
+    """Stopping after 1 epoch and resuming for 1 more gives the 2-epoch run's result."""
+    _assert_resume_matches_straight_run(tmp_path, "ecg_personalisation.py",
+                                        ("--starts", "1", "--steps", "50", "--iterations", "2"), 1, 2,
+                                        "D_l_learned_median")
+
+
+@pytest.mark.skip_in_parallel
 def test_air_quality_inversion_forecasts_held_out_sensors_on_one_and_two_ranks(tmp_path):
     """Quick version: the held-out sensor RMSE falls >= 5x (the demo exits non-zero
     otherwise), the forecast after the training window improves too, and 2 ranks agree with 1."""

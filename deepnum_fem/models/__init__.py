@@ -8,10 +8,11 @@ The three time-stepping models share one interface, :class:`TimeSteppingModel` (
 activation times), ``fibres`` (rule-based fibre fields), ``ldrb`` (Laplace–Dirichlet
 rule-based fibres, sheets and normals for biventricular meshes), ``shallow_water``, ``transport`` and
 ``wind`` (a steady Navier–Stokes wind), ``tentusscher`` (the ten Tusscher–Panfilov 2006 human
-ventricular cell).
+ventricular cell), ``ecg`` (the pseudo-ECG of a monodomain model and its standard leads).
 """
 
 from deepnum_fem.models.base import Domain, TimeSteppingModel
+from deepnum_fem.models.ecg import PseudoECG
 from deepnum_fem.models.fibres import rule_based_fibres, transmural_coordinate
 from deepnum_fem.models.ionic import AlievPanfilov, HybridIonic, IonicModel, MitchellSchaeffer
 from deepnum_fem.models.ldrb import LDRBFibres, ldrb_coordinates, ldrb_fibres
@@ -37,7 +38,7 @@ from deepnum_fem.models.transport import (
 from deepnum_fem.models.wind import SteadyWind, log_law_inflow, parabolic_inflow, wall_distance
 
 __all__ = ["AlievPanfilov", "Domain", "GaugeSensors", "HybridIonic", "IonicModel", "LDRBFibres", "LearnedDragLaw",
-           "MitchellSchaeffer", "Monodomain", "NeuralEmission", "ShallowWater", "SteadyWind", "Stimulus",
+           "MitchellSchaeffer", "Monodomain", "NeuralEmission", "PseudoECG", "ShallowWater", "SteadyWind", "Stimulus",
            "StreetEmission", "TimeSteppingModel", "Transport", "activation_times", "gaussian_source", "line_source",
            "log_law_inflow", "wall_distance", "TIDAL_PERIODS", "tide_constituents",
            "parabolic_inflow", "polyline_source", "potential_flow", "rule_based_fibres", "soft_activation_times",
