@@ -39,13 +39,18 @@ What is measured:
 * ``gradient``: a loss (mean square of v at 5 points in the walls, over every step) and its
   gradient with respect to the TT2006 conductances g_Na, g_CaL, g_Ks (``learnable``), CG + GAMG:
   (forward + gradient) / forward with graph and / forward without graph, without checkpoints
-  and with blocks of ``--every`` steps, on a rollout of ``--grad-steps`` steps (short: without
-  checkpoints a long rollout keeps every step's graph, ~0.7 kB per node per step, and would
-  not fit at 200k nodes); the relative difference of the two gradients (rounding only: the
+  and with blocks of ``--every`` steps, on a rollout of ``--grad-steps`` steps (12; short:
+  without checkpoints every step keeps its graph, ~2.6 kB per node per step measured at 26k
+  nodes, so 12 steps at 230k nodes keep ~7 GB and a long rollout would not fit); the
+  relative difference of the two gradients (rounding only: the
   recomputed steps are the same operations).
 * ``--memory EVERY`` (alone, one process per value: the heap must be fresh): peak resident
   memory of the largest rank, and its growth, over forward + gradient of a ``--memory-steps``
-  (1,000: 50 ms) checkpointed rollout.
+  (1,000: 50 ms) checkpointed rollout. What it keeps: each block's starting state (19 x 8 B
+  per node), ~0.3 MB per step of graph bookkeeping (independent of the mesh), one block's
+  graph (~2.6 kB per node per step) during its backward, and what glibc's heap does not give
+  back (a large share at these sizes: ``MALLOC_MMAP_THRESHOLD_=65536`` halves the growth but
+  triples the time). Blocks of ~sqrt(steps x 19 x 8 B / 2.6 kB) = 8 steps minimise it.
 
 The 1 -> 2 rank speed-up is the ratio of the records ``bench/results/cardiac_scale.n1.json``
 and ``.n2.json`` (``python bench/record.py cardiac_scale --ranks 1 2``), taken on the same
@@ -385,9 +390,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--h", type=float, default=0.28, help="mesh size (mm); 0.28 gives >= 200k nodes")
     p.add_argument("--steps", type=int, default=100, help="steps of each per-step timing (the first left out)")
-    p.add_argument("--grad-steps", type=int, default=40, help="rollout of the gradient ratios")
+    p.add_argument("--grad-steps", type=int, default=12,
+                   help="rollout of the gradient ratios (short: the run without checkpoints keeps every step)")
     p.add_argument("--repeats", type=int, default=1, help="of each gradient timing (median)")
-    p.add_argument("--every", type=int, default=10, help="checkpoint block (steps) of the gradient ratio")
+    p.add_argument("--every", type=int, default=4, help="checkpoint block (steps) of the gradient ratio")
     p.add_argument("--rtol", type=float, default=1e-8, help="CG's relative tolerance (both codes)")
     p.add_argument("--theta", type=float, default=0.5, help="ours: 0.5 solves fenicsx-beat's matrix")
     p.add_argument("--peer", choices=["fenicsx-beat", "none"], default="fenicsx-beat")
