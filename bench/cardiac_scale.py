@@ -49,8 +49,11 @@ What is measured:
   (1,000: 50 ms) checkpointed rollout. What it keeps: each block's starting state (19 x 8 B
   per node), ~0.3 MB per step of graph bookkeeping (independent of the mesh), one block's
   graph (~2.6 kB per node per step) during its backward, and what glibc's heap does not give
-  back (a large share at these sizes: ``MALLOC_MMAP_THRESHOLD_=65536`` halves the growth but
-  triples the time). Blocks of ~sqrt(steps x 19 x 8 B / 2.6 kB) = 8 steps minimise it.
+  back: measured, the growth rises with the number of steps well beyond the checkpoints
+  (12k nodes, blocks of 10: +1.1 MB per step; with ``MALLOC_MMAP_THRESHOLD_=65536`` +0.6 MB
+  per step and half the growth, but three times the time), so measure the slope at 200 and
+  400 steps before a 1,000-step run at 200k nodes. Blocks of ~sqrt(steps x 19 x 8 B /
+  2.6 kB) = 8 steps minimise what is needed. The ``MALLOC_*`` environment is recorded.
 
 The 1 -> 2 rank speed-up is the ratio of the records ``bench/results/cardiac_scale.n1.json``
 and ``.n2.json`` (``python bench/record.py cardiac_scale --ranks 1 2``), taken on the same
@@ -379,7 +382,8 @@ def run_memory(data, fibres, steps: int, every: int | None, rtol: float, theta: 
     result = {"steps": steps, "dt_ms": DT, "checkpoint_every": every, "seconds": seconds, "cpu_s": cpu,
               "peak_rss_mib_per_rank": COMM.allreduce(peak, op=MPI.MAX),
               "growth_mib_per_rank": COMM.allreduce(peak - base, op=MPI.MAX),
-              "before_mib_per_rank": COMM.allreduce(base, op=MPI.MAX)}
+              "before_mib_per_rank": COMM.allreduce(base, op=MPI.MAX),
+              "malloc_environment": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}
     log(f"memory    forward + gradient of {steps} steps ({steps * DT:g} ms), checkpoint_every={every}: peak "
         f"{result['peak_rss_mib_per_rank']:.0f} MiB/rank (largest rank), growth {result['growth_mib_per_rank']:.0f} "
         f"MiB over {result['before_mib_per_rank']:.0f} MiB before; {seconds:.1f} s")
