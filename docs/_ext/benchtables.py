@@ -337,9 +337,45 @@ def _niederer(records: list[dict]) -> tuple[list[str], list[list[str]]]:
 #: tables laid out by their own function from all the records: ``records -> (header, body)``
 GRIDS: dict[str, Callable[[list[dict]], tuple[list[str], list[list[str]]]]] = {"niederer": _niederer}
 
+def _cardiac_scale(r: dict) -> list[Row]:
+    pcs = {"icc0": "CG + ICC(0) (block Jacobi on 2 ranks)", "gamg": "CG + GAMG", "two-level": "CG + TwoLevel"}
+
+    def pc_row(name, label):
+        def cell(x):
+            p = x["preconditioners"][name]
+            return (f"{_f(p['ms_per_step'], 1)} ms ({_f(p['cpu_ms_per_step'], 1)} CPU), "
+                    f"{_f(p['cg_iterations_mean'], 1)} it")
+        return (f"ours, {label}: time per step", cell, lambda x: x["preconditioners"][name]["ms_per_step"])
+
+    def breakdown(x):
+        b = x["preconditioners"][x["fastest_preconditioner"]]["breakdown"]
+        return (f"{x['fastest_preconditioner']}: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in b.items()))
+
+    def gradient(x):
+        g = x["gradient"]
+        return (f"{_f(g['ratio'])} / {_f(g['ratio_checkpointed'])} (blocks of {g['checkpoint_every']}), "
+                f"{g['steps']} steps; difference {g['gradient_checkpointed_relative_difference']:.0e}")
+
+    return [
+        ("nodes; tetrahedra (h mm)", lambda x: f"{x['nodes']:,}; {x['cells']:,} ({x['h_mm']})"),
+        *(pc_row(name, label) for name, label in pcs.items()),
+        ("fastest (wall time)", lambda x: x["fastest_preconditioner"]),
+        ("fenicsx-beat, CG + GAMG: time per step",
+         lambda x: f"{_f(x['peer']['fenicsx-beat']['ms_per_step'], 1)} ms "
+                   f"({_f(x['peer']['fenicsx-beat']['cpu_ms_per_step'], 1)} CPU), "
+                   f"{_f(x['peer']['fenicsx-beat']['cg_iterations_mean'], 1)} it",
+         lambda x: x["peer"]["fenicsx-beat"]["ms_per_step"]),
+        ("ours / fenicsx-beat per step, CG + GAMG (CPU time)",
+         lambda x: f"{_f(x['peer']['ratio_ours_over_peer'])} ({_f(x['peer']['ratio_ours_over_peer_cpu'])})"),
+        ("share of a step (fastest preconditioner)", breakdown),
+        ("(forward + gradient) / forward, without / with checkpoints", gradient),
+    ]
+
+
 TABLES: dict[str, Callable] = {
     "air_quality": _air_quality,
     "cardiac": _cardiac,
+    "cardiac_scale": _cardiac_scale,
     "coastal_bay": _coastal_bay,
     "coastal_bay_sweep": _coastal_bay_sweep,
     "fem_operator": _fem_operator,
