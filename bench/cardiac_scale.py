@@ -332,6 +332,10 @@ def run_gradient(data, fibres, steps: int, every: int, rtol: float, theta: float
     def graph(every):
         loss_of(model, sensors, steps, every)     # the graph is freed inside the timing
 
+    # One untimed graph of the whole rollout: its first touch of the heap's pages (GBs at this
+    # size) would otherwise be charged to whichever timing comes first (measured: the first
+    # forward with graph took twice forward + gradient).
+    graph(None)
     timings = {"forward_nograd": _timed(nograd, repeats),
                "forward_graph": _timed(lambda: graph(None), repeats),
                "forward_gradient": _timed(lambda: _gradient(model, sensors, steps, None), repeats),

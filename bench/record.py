@@ -40,7 +40,7 @@ DEFAULT_ARGS = {
     "air_quality": [],          # ~103,000 P1 dofs, a 1,000-step gradient: the longest of them
     "cardiac": ["--repeats", "5"],
     # TT2006 on a >= 200k-node biventricle (h = 0.28 mm): long (see its docstring); not part of "all"
-    "cardiac_scale": ["--h", "0.28", "--steps", "100", "--grad-steps", "12", "--every", "4"],
+    "cardiac_scale": ["--h", "0.28", "--steps", "100", "--grad-steps", "12", "--every", "4", "--repeats", "3"],
     "coastal_bay": [],          # the Rade de Brest at ~101,000 P2-P1 dofs; --sweep (2 ranks) adds a size sweep
     "fem_operator": ["--quick", "--repeats", "5"],
     # ours and fenicsx-beat on the same meshes; per rank count, as they fit in minutes

@@ -21,7 +21,7 @@ in D_l, D_t and s). Several random starts are trained; the demo reports how well
 unknown is identified from each, how far apart the starts' activation maps are where their
 ECGs agree, and how well each start predicts the ECG of pacing sites it never saw.
 
-    mpirun -n 2 python demos/ecg_personalisation.py     # ~13 min on 2 cores
+    mpirun -n 2 python demos/ecg_personalisation.py     # ~15 min on 2 cores
     python demos/ecg_personalisation.py --quick         # the tests' version
     python demos/ecg_personalisation.py --resume        # continue from out/ecg/checkpoint_*.pt
 
