@@ -2,7 +2,7 @@
 standard leads, differentiable in the potential and in the model's conductivity controls.
 
 In an unbounded homogeneous volume conductor of conductivity ``σ_b`` around the tissue, the
-extracellular potential at an electrode ``x_e`` is (Plonsey & Barr, *Bioelectricity*, ch. 8)
+extracellular potential at an electrode ``x_e`` is (Plonsey & Barr, *Bioelectricity*, ch. 8)::
 
     φ(x_e) = 1 / (4π σ_b) ∫ σ_i ∇V · ∇(1 / |x - x_e|) dx,
 
