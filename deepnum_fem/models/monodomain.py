@@ -366,8 +366,9 @@ class Monodomain(TimeSteppingModel):
         """Weights ``W`` (``(n_points, n_owned)``) of the pseudo-ECG: ``parallel.sum(W @ v_owned)``
         is ``φ(x_e) = ∫ D∇v · ∇(1 / |x - x_e|) dx`` at each electrode ``x_e`` (outside the
         tissue), the extracellular potential of an unbounded homogeneous bath up to the factor
-        ``1 / (4π σ_bath)``. Uses the controls' current values, without gradient (see
-        :meth:`pseudo_ecg` for weights differentiable in them). Collective.
+        ``1 / (4π σ_bath)``. Uses the controls' values a step takes when they are not given
+        (:meth:`control`), without gradient (see :meth:`pseudo_ecg` for weights differentiable
+        in them). Collective.
         """
         with torch.no_grad():
             return self.pseudo_ecg(points).weights()
