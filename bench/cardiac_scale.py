@@ -78,7 +78,7 @@ import dolfinx.fem
 import dolfinx.mesh
 import numpy as np
 import torch
-from niederer import BEAT_INITIAL, CHI, CM, _beat_cell_model, diffusivities
+from niederer import CHI, CM, _beat_cell_model, beat_splitting_solver, diffusivities
 
 from deepnum_fem.geometry import BIV_TAGS, inside_biventricle
 from deepnum_fem.geometry.biventricular import biventricle_model
@@ -246,26 +246,13 @@ def run_fenicsx_beat(data, fibres, steps: int, rtol: float) -> dict:
     options = petsc_options({"pc_type": "gamg"}, rtol)
     t0 = time.perf_counter()
     cell = _beat_cell_model(target)
-    clock = dolfinx.fem.Constant(mesh, 0.0)
-    conductivities = beat.conductivities.default_conductivities("Niederer")
     centre, radius = np.array(STIMULUS["centre"]), STIMULUS["radius"]
     ball = dolfinx.mesh.locate_entities(
         mesh, mesh.topology.dim, lambda x: np.linalg.norm(x.T - centre, axis=1) <= radius * (1 + 1e-9))
-    tags = dolfinx.mesh.meshtags(mesh, mesh.topology.dim, ball, np.full(len(ball), 1, dtype=np.int32))
     # the amplitude in µA/cm³: ours (mV/ms = µA/µF) times χ C_m (µF/mm³), 1e3 mm³/cm³
-    stimulus = beat.stimulation.define_stimulus(mesh=mesh, chi=conductivities["chi"], time=clock,
-                                                subdomain_data=tags, marker=1, mesh_unit="mm",
-                                                duration=STIMULUS["duration"],
-                                                amplitude=STIMULUS["amplitude"] * CHI * CM * 1e3)
-    M = beat.conductivities.define_conductivity_tensor(f0=fibres, **conductivities)
-    pde = beat.MonodomainModel(time=clock, mesh=mesh, M=M, I_s=stimulus, params={"petsc_options": options},
-                               C_m=CM, dx=stimulus.dZ)
-    v_ode = dolfinx.fem.Function(dolfinx.fem.functionspace(mesh, ("Lagrange", 1)))
-    ode = beat.odesolver.DolfinODESolver(v_ode=v_ode, v_pde=pde.state, fun=cell.generalized_rush_larsen,
-                                         init_states=cell.init_state_values(**BEAT_INITIAL),
-                                         parameters=cell.init_parameter_values(stim_amplitude=0.0),
-                                         num_states=len(BEAT_INITIAL), v_index=cell.state_index("V"))
-    solver = beat.MonodomainSplittingSolver(pde=pde, ode=ode)
+    solver, pde = beat_splitting_solver(beat, cell, mesh, stimulated_cells=ball, f0=fibres, petsc_options=options,
+                                        duration=STIMULUS["duration"],
+                                        amplitude=STIMULUS["amplitude"] * CHI * CM * 1e3)
     V = pde.state.function_space
     n = V.dofmap.index_map.size_local
     sensors = PointSensors(V, sensor_points())

@@ -169,6 +169,29 @@ def _beat_cell_model(target: Path):
     return cell
 
 
+def beat_splitting_solver(beat, cell, mesh, *, stimulated_cells, f0, petsc_options: dict, **stimulus):
+    """fenicsx-beat's Niederer set-up on ``mesh``: its ``MonodomainModel`` (the benchmark's
+    conductivities along the fibres ``f0``, ``C_m``, ``petsc_options``), a stimulus on the cells
+    ``stimulated_cells`` (``stimulus``: ``define_stimulus``'s ``amplitude`` in µA/cm³ and, if
+    given, ``duration``), the TT2006 ``cell`` from the demo's initial state, and the splitting
+    solver. Returns ``(solver, pde)``."""
+    clock = dolfinx.fem.Constant(mesh, 0.0)
+    conductivities = beat.conductivities.default_conductivities("Niederer")
+    tags = dolfinx.mesh.meshtags(mesh, mesh.topology.dim, stimulated_cells,
+                                 np.full(len(stimulated_cells), 1, dtype=np.int32))
+    I_s = beat.stimulation.define_stimulus(mesh=mesh, chi=conductivities["chi"], time=clock, subdomain_data=tags,
+                                           marker=1, mesh_unit="mm", **stimulus)
+    M = beat.conductivities.define_conductivity_tensor(f0=f0, **conductivities)
+    pde = beat.MonodomainModel(time=clock, mesh=mesh, M=M, I_s=I_s, params={"petsc_options": petsc_options},
+                               C_m=CM, dx=I_s.dZ)
+    v_ode = dolfinx.fem.Function(dolfinx.fem.functionspace(mesh, ("Lagrange", 1)))
+    ode = beat.odesolver.DolfinODESolver(v_ode=v_ode, v_pde=pde.state, fun=cell.generalized_rush_larsen,
+                                         init_states=cell.init_state_values(**BEAT_INITIAL),
+                                         parameters=cell.init_parameter_values(stim_amplitude=0.0),
+                                         num_states=len(BEAT_INITIAL), v_index=cell.state_index("V"))
+    return beat.MonodomainSplittingSolver(pde=pde, ode=ode), pde
+
+
 def run_fenicsx_beat(mesh: dolfinx.mesh.Mesh, dx: float, dt: float, t_end: float) -> dict:
     from peers import activate
 
@@ -177,22 +200,10 @@ def run_fenicsx_beat(mesh: dolfinx.mesh.Mesh, dx: float, dt: float, t_end: float
 
     t0 = time.perf_counter()
     cell = _beat_cell_model(target)
-    clock = dolfinx.fem.Constant(mesh, 0.0)
-    conductivities = beat.conductivities.default_conductivities("Niederer")
     cube = dolfinx.mesh.locate_entities(mesh, mesh.topology.dim, in_cube(dx))
-    tags = dolfinx.mesh.meshtags(mesh, mesh.topology.dim, cube, np.full(len(cube), 1, dtype=np.int32))
-    stimulus = beat.stimulation.define_stimulus(mesh=mesh, chi=conductivities["chi"], time=clock,
-                                                subdomain_data=tags, marker=1, mesh_unit="mm", amplitude=50_000.0)
-    f0 = dolfinx.fem.Constant(mesh, (1.0, 0.0, 0.0))
-    M = beat.conductivities.define_conductivity_tensor(f0=f0, **conductivities)
-    pde = beat.MonodomainModel(time=clock, mesh=mesh, M=M, I_s=stimulus, params={"petsc_options": BEAT_PETSC},
-                               C_m=CM, dx=stimulus.dZ)
-    v_ode = dolfinx.fem.Function(dolfinx.fem.functionspace(mesh, ("Lagrange", 1)))
-    ode = beat.odesolver.DolfinODESolver(v_ode=v_ode, v_pde=pde.state, fun=cell.generalized_rush_larsen,
-                                         init_states=cell.init_state_values(**BEAT_INITIAL),
-                                         parameters=cell.init_parameter_values(stim_amplitude=0.0),
-                                         num_states=len(BEAT_INITIAL), v_index=cell.state_index("V"))
-    solver = beat.MonodomainSplittingSolver(pde=pde, ode=ode)
+    solver, pde = beat_splitting_solver(beat, cell, mesh, stimulated_cells=cube,
+                                        f0=dolfinx.fem.Constant(mesh, (1.0, 0.0, 0.0)), petsc_options=BEAT_PETSC,
+                                        amplitude=50_000.0)
     V = pde.state.function_space
     n = V.dofmap.index_map.size_local
     sensors = PointSensors(V, np.array(list(POINTS.values()), dtype=np.float64))
