@@ -35,6 +35,18 @@ def training_parser(description: str, *, out: str, epochs: int, iterations: int,
     return p
 
 
+def owned_rmse(a, b) -> float:
+    """RMSE over every rank of two tensors of owned values (collective; the same on every rank)."""
+    import math
+
+    import torch
+
+    from deepnum_fem import parallel
+
+    n = parallel.sum(torch.tensor(float(a.numel()), dtype=torch.float64), COMM)
+    return math.sqrt(float(parallel.sum(((a - b) ** 2).sum(), COMM) / n))
+
+
 class ReplicatedField:
     """A scalar field's owned dofs as one vector replicated on every rank, ordered by node
     position (x, then y, then z), so that L-BFGS (which takes dot products of whole vectors)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 
-from _common import COMM, log, training_parser  # demos/ is on sys.path when a script there runs
+from _common import COMM, log, owned_rmse, training_parser  # demos/ is on sys.path when a script there runs
 
 import dolfinx.fem
 import numpy as np
@@ -116,11 +116,6 @@ def run(model, site, scale, surface, W, steps, *, checkpoint_every=None, keep_ev
     return obs[:, :n], dnf.parallel.sum(obs[:, n:]), frames
 
 
-def rmse(a: torch.Tensor, b: torch.Tensor) -> float:
-    n = dnf.parallel.sum(torch.tensor(float(a.numel()), dtype=torch.float64))
-    return math.sqrt(float(dnf.parallel.sum(((a - b) ** 2).sum()) / n))
-
-
 def main() -> None:
     p = training_parser(__doc__.split("\n")[0], out="out/cardiac", epochs=12, iterations=3, save_every=2,
                         target=5.0, checkpoint_every=40, quick="h = 2 mm, dt = 1 ms, 8 epochs")
@@ -169,7 +164,7 @@ def main() -> None:
             s = scale_field(in_scar, log_s)
             for (t_obs, _), site in zip(sites_obs, sites, strict=True):
                 traces, _, _ = run(hybrid, site, s, surface, W, args.steps)
-                errors.append(rmse(activation_times(traces, args.dt, THRESHOLD), t_obs))
+                errors.append(owned_rmse(activation_times(traces, args.dt, THRESHOLD), t_obs))
         return float(np.sqrt(np.mean(np.square(errors))))
 
     def correction_error() -> float:

@@ -34,7 +34,8 @@ from __future__ import annotations
 import math
 import time
 
-from _common import COMM, ReplicatedField, log, training_parser  # demos/ is on sys.path when a script there runs
+# demos/ is on sys.path when a script there runs
+from _common import COMM, ReplicatedField, log, owned_rmse, training_parser
 from mpi4py import MPI
 
 import dolfinx.fem
@@ -130,11 +131,6 @@ def run(model, ecg, site, scale, D_l, D_t, steps, *, checkpoint_every=None, acti
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     """‖a - b‖ / ‖b‖ over all leads and times (replicated tensors)."""
     return float((a - b).norm() / b.norm())
-
-
-def owned_rmse(a: torch.Tensor, b: torch.Tensor) -> float:
-    n = dnf.parallel.sum(torch.tensor(float(a.numel()), dtype=torch.float64))
-    return math.sqrt(float(dnf.parallel.sum(((a - b) ** 2).sum()) / n))
 
 
 def dice(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> float:
