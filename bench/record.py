@@ -43,8 +43,10 @@ DEFAULT_ARGS = {
     "cardiac_scale": ["--h", "0.28", "--steps", "100", "--grad-steps", "12", "--every", "4", "--repeats", "3"],
     "coastal_bay": [],          # the Rade de Brest at ~101,000 P2-P1 dofs; --sweep (2 ranks) adds a size sweep
     "fem_operator": ["--quick", "--repeats", "5"],
-    # ours and fenicsx-beat on the same meshes; per rank count, as they fit in minutes
-    "niederer": {1: ["--cases", "0.5:0.05", "0.5:0.01"], 2: ["--cases", "0.5:0.05", "0.2:0.05"]},
+    # ours and fenicsx-beat on the same meshes: dt refined at dx 0.5, dx refined at dt 0.05
+    # (about 6 min on 1 rank, 40 min on 2; dx 0.1 at dt 0.01 would be 1 h more, 0.005 2 h)
+    "niederer": {1: ["--cases", "0.5:0.05", "0.5:0.01", "0.5:0.005"],
+                 2: ["--cases", "0.5:0.05", "0.5:0.01", "0.5:0.005", "0.2:0.05", "0.2:0.01", "0.1:0.05"]},
     "shallow_water": [],
     "transport": ["--repeats", "5"],
 }
