@@ -11,7 +11,7 @@ renders one table with a column per recorded rank count, then the conditions of 
 A row may also give a time (seconds, or any cost where lower is faster) of each run: the
 table then has a last column, the speed-up from the fewest ranks to the most (the first
 record's time over the last's). A benchmark in ``GRIDS`` lays out its own table from all its
-records instead (``niederer``: a row per point, a column per case and code). Every number
+records instead (``niederer``: a row per case and code, a column per point). Every number
 comes from those files, at build time; nothing is generated into the source tree. A missing
 or malformed file is a build error (a warning, and the docs build with ``-W``), and a page
 that shows a table is rebuilt when its JSON files change.
@@ -303,19 +303,13 @@ def _coastal_bay_sweep(r: dict) -> list[Row]:
 
 
 def _niederer(records: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Points down, and across: each recorded case (dx, dt, ranks), ours then fenicsx-beat's."""
-    columns = []       # (case, run)
-    for record in records:
-        for case in record["result"]["cases"]:
-            columns += [(case, run) for run in case["runs"]]
-    def ranks(case: dict) -> str:
-        return f"{case['ranks']} rank{'s' if case['ranks'] > 1 else ''}"
+    """A row per recorded case (dx, dt, ranks) and code, ours first; the points across."""
+    rows = [(case, run) for record in records for case in record["result"]["cases"] for run in case["runs"]]
+    points = list(rows[0][1]["activation_ms"])
 
-    header = ["dx (mm), dt (ms), ranks: code"] + [
-        f"{c['dx_mm']:g}, {c['dt_ms']:g}, {ranks(c)}: {'ours' if r['code'] == 'deepnum-fem' else r['code']}"
-        for c, r in columns]
-    points = list(columns[0][1]["activation_ms"])
-    body = [[f"{p} (ms)"] + [_f(r["activation_ms"][p]) for _, r in columns] for p in points]
+    def case_label(case: dict) -> str:
+        ranks = f"{case['ranks']} rank{'s' if case['ranks'] > 1 else ''}"
+        return f"{case['dx_mm']:g}, {case['dt_ms']:g}, {ranks} ({case['nodes']:,} nodes)"
 
     def gap(case: dict, run: dict) -> str:
         ours = case["runs"][0]["activation_ms"]
@@ -323,14 +317,16 @@ def _niederer(records: list[dict]) -> tuple[list[str], list[list[str]]]:
             return "—"
         return _f(max(abs(ours[p] - run["activation_ms"][p]) for p in points))
 
-    krylov = [f"{r['krylov_iterations_mean']:.1f}" if "krylov_iterations_mean" in r else "— (LU)" for _, r in columns]
-    body += [
-        ["largest |ours − theirs| over P1–P9 (ms)"] + [gap(c, r) for c, r in columns],
-        ["time per step (ms)"] + [_f(r["ms_per_step"], 1) for _, r in columns],
-        ["Krylov iterations per step, mean"] + krylov,
-        ["steps (to the last activation); setup (s)"] + [f"{r['steps']:,}; {_f(r['setup_s'], 1)}" for _, r in columns],
-        ["nodes"] + [f"{c['nodes']:,}" for c, _ in columns],
-    ]
+    header = (["dx (mm), dt (ms), ranks", "code"] + [f"{p} (ms)" for p in points]
+              + ["largest |ours − theirs| (ms)", "time per step (ms)", "CG iterations per step",
+                 "steps to the last activation"])
+    body = [[case_label(case) if run is case["runs"][0] else "",
+             "ours" if run["code"] == "deepnum-fem" else run["code"]]
+            + [_f(run["activation_ms"][p]) for p in points]
+            + [gap(case, run), _f(run["ms_per_step"], 1),
+               f"{run['krylov_iterations_mean']:.1f}" if "krylov_iterations_mean" in run else "— (LU)",
+               f"{run['steps']:,}"]
+            for case, run in rows]
     return header, body
 
 
