@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from collections.abc import Callable
 
 import torch
@@ -9,6 +11,28 @@ import torch.utils.checkpoint
 
 Step = Callable[[torch.Tensor, int], torch.Tensor]
 Observe = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def _find_malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _find_malloc_trim()
+
+
+def release_free_heap() -> None:
+    """Give the heap's free pages back to the system (glibc's ``malloc_trim(0)``; else nothing).
+
+    A checkpointed rollout frees a block's graph and builds the next one from tensors of the
+    same sizes; glibc serves them from a heap that fragments and keeps its free pages resident,
+    so without this the resident size grows with the number of blocks, not with what is live.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def rollout(step: Step, u0: torch.Tensor, n_steps: int, *, observe: Observe | None = None,
@@ -36,6 +60,8 @@ def rollout(step: Step, u0: torch.Tensor, n_steps: int, *, observe: Observe | No
         raise ValueError(f"checkpoint_every must be a positive number of steps, got {checkpoint_every}")
 
     def block(u: torch.Tensor, start: int, stop: int):
+        if checkpoint_every is not None:
+            release_free_heap()        # once per block, forward and recomputation alike
         obs = []
         for k in range(start, stop):
             u = step(u, k)
