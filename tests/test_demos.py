@@ -11,6 +11,11 @@ from pathlib import Path
 
 import pytest
 
+# A test runs its demo on 1 rank and then on 2, each run bounded by _run's own 600 s: the
+# suite's 600 s per test is too short for the two together on a slow 2-core machine (the ECG
+# demo's pair took over 10 min on one).
+pytestmark = pytest.mark.timeout(1500)
+
 ROOT = Path(__file__).resolve().parents[1]
 MPIRUN = Path(sys.executable).parent / "mpirun"
 if not MPIRUN.exists():  # DOLFINx images: the system MPI's mpirun on PATH
