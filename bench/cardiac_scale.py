@@ -63,7 +63,6 @@ mesh. Nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import os
@@ -86,6 +85,7 @@ from deepnum_fem.geometry.gmsh_model import gmsh_session
 from deepnum_fem.io import load_mesh
 from deepnum_fem.models import Monodomain, Stimulus, TenTusscherPanfilov2006
 from deepnum_fem.models.ldrb import ldrb_fibres
+from deepnum_fem.ops.timestepping import release_free_heap
 from deepnum_fem.sensors import PointSensors
 
 DT = 0.05                                     # ms
@@ -364,7 +364,7 @@ def run_memory(data, fibres, steps: int, every: int | None, rtol: float, theta: 
     sensors = model.sensors(sensor_points())
     _gradient(model, sensors, 3, every)          # one-time buffers: JIT, preconditioner, adjoint, autograd
     gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    release_free_heap()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")                              # reset VmHWM to the current resident size
     base = _status_mib("VmRSS")
